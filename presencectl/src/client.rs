@@ -1,0 +1,56 @@
+//! Connecting to presenced: the hello exchange and one request/response at a time.
+
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixStream;
+
+use crate::proto::{self, Conn, Hello, ProtoError, Request, Response, ServerHello};
+
+/// Why talking to the daemon failed; the CLI maps each kind to its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach presenced at {path}: {source}")]
+    Unreachable { path: PathBuf, source: std::io::Error },
+    #[error("presenced refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    VersionMismatch(String),
+    #[error("talking to presenced: {0}")]
+    Protocol(#[from] ProtoError),
+}
+
+#[derive(Debug)]
+pub struct Client {
+    conn: Conn<UnixStream>,
+    pub daemon_software: String,
+}
+
+impl Client {
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
+        let mut conn = Conn::new(stream);
+        let software = format!("presencectl {}", env!("CARGO_PKG_VERSION"));
+        conn.send(&Hello::new(&software)).await?;
+        let hello: ServerHello = conn.recv_within(proto::HANDSHAKE_TIMEOUT).await?;
+        if hello.magic != proto::HELLO_MAGIC {
+            return Err(ProtoError::Closed.into());
+        }
+        if let Some(refusal) = hello.refusal {
+            return Err(ClientError::Refused(refusal));
+        }
+        if hello.version != proto::PROTOCOL_VERSION {
+            return Err(ClientError::VersionMismatch(proto::version_mismatch(
+                proto::PROTOCOL_VERSION,
+                hello.version,
+            )));
+        }
+        Ok(Client { conn, daemon_software: hello.software })
+    }
+
+    pub async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.conn.send(request).await?;
+        Ok(self.conn.recv().await?)
+    }
+}

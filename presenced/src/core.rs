@@ -1,0 +1,712 @@
+//! The core: the one task that owns the [`State`]. Feed watchers, account workers and the
+//! control server send it [`Event`]s; it applies the rules in `state`, makes every change
+//! durable through the store *before* acting on it or acknowledging it, and only then hands
+//! work to the account workers.
+//!
+//! Architecture invariant: nothing else reads or writes the state; there are no locks.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use presencectl::proto::{
+    self, AccountStatus, AnnouncementState, AnnouncementView, ArticleView, ErrorKind, ErrorReply,
+    FeedStatus, PostFilter, QueueSummary, Request, Response, StatusReport,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AccountKind, Config};
+use crate::feed::{FeedReport, FeedResult};
+use crate::fit::{self, Parts, Rules};
+use crate::network::{self, AccountInfo, Job, Post};
+use crate::notify;
+use crate::state::{self, AnnStatus, ConvStatus, Outcome, State, Unix};
+use crate::store::Store;
+
+/// Capacity of the core's inbox: senders wait when the core is busy (backpressure), they
+/// never grow a queue without bound.
+pub const INBOX: usize = 64;
+
+/// Everything that can make the core act. Every trigger is one arm of [`Core::handle`].
+#[derive(Debug)]
+pub enum Event {
+    Control { request: Request, reply: oneshot::Sender<Response> },
+    Feed { feed: String, report: FeedReport },
+    Announced { article: u64, account: String, outcome: Outcome },
+    AccountHealth { account: String, health: String, info: Option<AccountInfo> },
+    Reload { config: Box<Config>, reply: oneshot::Sender<()> },
+}
+
+/// What the core knows about a running account beyond the state.
+#[derive(Debug)]
+struct Account {
+    jobs: mpsc::Sender<Job>,
+    health: String,
+    rules: Option<Rules>,
+    /// The article whose announcement the worker is carrying out now.
+    busy: Option<u64>,
+}
+
+pub struct Core {
+    config: Config,
+    state: State,
+    store: Store,
+    inbox: mpsc::Receiver<Event>,
+    sender: mpsc::Sender<Event>,
+    accounts: BTreeMap<String, Account>,
+    next_fetch: BTreeMap<String, Unix>,
+    poll: watch::Sender<u64>,
+    http: reqwest::Client,
+    children: CancellationToken,
+    tracker: TaskTracker,
+    started_at: Unix,
+    /// Set while the state cannot be written; nothing is posted meanwhile.
+    not_durable: Option<String>,
+    dirty: bool,
+    /// Replies to mutating requests wait until the change is durable.
+    replies: Vec<(oneshot::Sender<Response>, Response)>,
+    watchdog: Option<Duration>,
+    last_status_line: String,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("config", &self.config.path).finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> Unix {
+    chrono::Utc::now().timestamp()
+}
+
+impl Core {
+    /// A core over a loaded state. In-flight announcements found in it are in doubt: a
+    /// crash may have happened after the network accepted them.
+    pub fn new(
+        config: Config,
+        mut state: State,
+        store: Store,
+        http: reqwest::Client,
+    ) -> (Core, mpsc::Sender<Event>) {
+        for (article, account) in state.in_flight() {
+            if let Some(ann) = state.announcement_mut(article, &account) {
+                ann.in_doubt = true;
+            }
+        }
+        let (sender, inbox) = mpsc::channel(INBOX);
+        let core = Core {
+            config,
+            state,
+            store,
+            inbox,
+            sender: sender.clone(),
+            accounts: BTreeMap::new(),
+            next_fetch: BTreeMap::new(),
+            poll: watch::Sender::new(0),
+            http,
+            children: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            started_at: now(),
+            not_durable: None,
+            dirty: false,
+            replies: Vec::new(),
+            watchdog: notify::watchdog_interval(),
+            last_status_line: String::new(),
+        };
+        (core, sender)
+    }
+
+    pub fn state_path(&self) -> String {
+        self.store.path().display().to_string()
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.spawn_children();
+        self.settle();
+        let mut next_ping = Instant::now();
+        loop {
+            let wake = self.next_wake(next_ping);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                event = self.inbox.recv() => match event {
+                    Some(event) => self.handle(event),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(wake) => self.on_timer(),
+            }
+            self.settle();
+            // Pinged here, after a full turn of the loop, so that a wedged core stops the
+            // pings and systemd restarts the daemon.
+            if let Some(interval) = self.watchdog {
+                if Instant::now() >= next_ping {
+                    notify::watchdog();
+                    next_ping = Instant::now() + interval;
+                }
+            }
+        }
+        self.stop().await;
+    }
+
+    /// The earliest moment the core must wake without an event.
+    fn next_wake(&self, next_ping: Instant) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut wake = far;
+        if self.watchdog.is_some() {
+            wake = wake.min(next_ping);
+        }
+        if self.not_durable.is_some() {
+            wake = wake.min(Instant::now() + Duration::from_secs(5));
+        }
+        if let Some(at) = self.state.next_retry() {
+            let secs = (at - now()).max(0) as u64;
+            wake = wake.min(Instant::now() + Duration::from_secs(secs));
+        }
+        wake
+    }
+
+    fn on_timer(&mut self) {
+        if self.state.due_retries(now()) > 0 {
+            self.dirty = true;
+        }
+        if self.not_durable.is_some() {
+            self.dirty = true;
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Control { request, reply } => self.on_request(request, reply),
+            Event::Feed { feed, report } => self.on_feed(&feed, report),
+            Event::Announced { article, account, outcome } => {
+                self.on_announced(article, &account, outcome)
+            }
+            Event::AccountHealth { account, health, info } => {
+                if let Some(acc) = self.accounts.get_mut(&account) {
+                    acc.health = health;
+                    if let Some(info) = info {
+                        acc.rules = Some(info.rules);
+                    }
+                }
+            }
+            Event::Reload { config, reply } => {
+                self.reload(*config);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn on_feed(&mut self, url: &str, report: FeedReport) {
+        let Some(feed) = self.config.feeds.iter().find(|f| f.url == url).cloned() else {
+            return;
+        };
+        self.next_fetch.insert(url.to_owned(), report.next_fetch);
+        let fs = self.state.feeds.entry(url.to_owned()).or_default();
+        if fs.current_url.is_empty() {
+            fs.current_url = url.to_owned();
+        }
+        fs.last_fetch = Some(report.at);
+        fs.last_status = Some(report.status);
+        match report.result {
+            FeedResult::NotModified => {
+                fs.last_error = None;
+                fs.failures = 0;
+            }
+            FeedResult::Failed { error } => {
+                if fs.last_error.as_deref() != Some(&error) {
+                    tracing::warn!(feed = %url, "feed failed: {error}");
+                }
+                fs.last_error = Some(error);
+                fs.failures += 1;
+            }
+            FeedResult::Items { items, etag, last_modified, moved_to } => {
+                fs.last_error = None;
+                fs.failures = 0;
+                fs.etag = etag;
+                fs.last_modified = last_modified;
+                if let Some(to) = moved_to {
+                    tracing::info!(feed = %url, "feed moved permanently to {to}");
+                    fs.current_url = to;
+                }
+                let accounts: Vec<String> =
+                    self.config.accounts.iter().map(|a| a.name.clone()).collect();
+                let ingested = self.state.ingest(&feed, &accounts, items, now());
+                if ingested.baseline > 0 {
+                    tracing::info!(feed = %url, "baseline: {} existing articles will not be announced", ingested.baseline);
+                }
+                for id in ingested.new.iter().chain(&ingested.held) {
+                    let a = &self.state.articles[id];
+                    let held = ingested.held.contains(id);
+                    tracing::info!(feed = %url, article_url = %a.link, held, "new article: {}", a.title);
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn on_announced(&mut self, article: u64, account: &str, outcome: Outcome) {
+        if let Some(acc) = self.accounts.get_mut(account) {
+            if acc.busy == Some(article) {
+                acc.busy = None;
+            }
+        }
+        let link = self.state.articles.get(&article).map(|a| a.link.clone()).unwrap_or_default();
+        match &outcome {
+            Outcome::Posted { remote_id, url } => tracing::info!(
+                account = %account, article_url = %link, remote_id = %remote_id,
+                "announced{}", url.as_ref().map(|u| format!(" at {u}")).unwrap_or_default()
+            ),
+            Outcome::Retry { error, .. } => {
+                tracing::warn!(account = %account, article_url = %link, "announcement failed, will retry: {error}")
+            }
+            Outcome::GiveUp { error } => {
+                tracing::error!(account = %account, article_url = %link, "announcement failed: {error}")
+            }
+        }
+        if let Outcome::GiveUp { error } = &outcome {
+            if error.starts_with("unauthorised") {
+                if let Some(acc) = self.accounts.get_mut(account) {
+                    acc.health = error.clone();
+                }
+            }
+        }
+        self.state.finish(article, account, outcome, now());
+        self.dirty = true;
+    }
+
+    /// After every event: start what can start, make it durable, then let it go out.
+    fn settle(&mut self) {
+        if self.not_durable.is_none() {
+            self.begin_announcements();
+        }
+        if self.dirty {
+            match self.store.save(&self.state) {
+                Ok(()) => {
+                    if let Some(err) = self.not_durable.take() {
+                        tracing::info!("state is writable again (was: {err}); resuming");
+                    }
+                    self.dirty = false;
+                }
+                Err(err) => {
+                    let err = err.to_string();
+                    if self.not_durable.as_deref() != Some(&err) {
+                        tracing::error!("cannot write state, posting paused: {err}");
+                    }
+                    self.not_durable = Some(err);
+                }
+            }
+        }
+        let failed = self.not_durable.clone();
+        for (reply, response) in self.replies.drain(..) {
+            let response = match &failed {
+                Some(err) => error(ErrorKind::Failed, format!("not saved: {err}")),
+                None => response,
+            };
+            let _ = reply.send(response);
+        }
+        if self.not_durable.is_none() {
+            self.dispatch();
+        }
+        self.update_status_line();
+    }
+
+    /// Pending → InFlight for every idle, ready account (one announcement each at a time).
+    fn begin_announcements(&mut self) {
+        let now = now();
+        for (name, acc) in &self.accounts {
+            let Some(rules) = acc.rules else { continue };
+            if acc.busy.is_some() || self.in_flight_of(name).is_some() {
+                continue;
+            }
+            let Some(id) = self.state.next_pending(name) else { continue };
+            let article = &self.state.articles[&id];
+            let template = self
+                .config
+                .feeds
+                .iter()
+                .find(|f| f.url == article.feed)
+                .map_or(crate::config::DEFAULT_TEMPLATE, |f| f.template.as_str());
+            let parts = Parts {
+                title: &article.title,
+                url: &article.link,
+                summary: &article.summary,
+                tags: &article.tags,
+            };
+            match fit::render(template, &parts, &rules) {
+                Ok(text) => {
+                    self.state.begin(id, name, text, now);
+                }
+                Err(e) => {
+                    self.state.begin(id, name, String::new(), now);
+                    let error = format!("cannot fit the announcement: {e}");
+                    self.state.finish(id, name, Outcome::GiveUp { error }, now);
+                }
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn in_flight_of(&self, account: &str) -> Option<u64> {
+        self.state
+            .articles
+            .iter()
+            .find(|(_, a)| {
+                a.announcements
+                    .get(account)
+                    .is_some_and(|x| matches!(x.status, AnnStatus::InFlight { .. }))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// Hands each idle account its in-flight announcement. Only called when the state on
+    /// disk says it is in flight.
+    fn dispatch(&mut self) {
+        let names: Vec<String> = self.accounts.keys().cloned().collect();
+        for name in names {
+            let Some(id) = self.in_flight_of(&name) else { continue };
+            let Some(acc) = self.accounts.get_mut(&name) else { continue };
+            if acc.busy.is_some() || acc.rules.is_none() {
+                continue;
+            }
+            let article = &self.state.articles[&id];
+            let ann = &article.announcements[&name];
+            let post = Post {
+                article: id,
+                key: ann.key.clone(),
+                text: ann.text.clone().unwrap_or_default(),
+                title: article.title.clone(),
+                url: article.link.clone(),
+                summary: article.summary.clone(),
+                image: article.image.clone(),
+                in_doubt: ann.in_doubt,
+            };
+            if acc.jobs.try_send(Job::Announce(post)).is_ok() {
+                acc.busy = Some(id);
+            }
+        }
+    }
+
+    fn spawn_children(&mut self) {
+        self.children = CancellationToken::new();
+        self.accounts.clear();
+        for account in self.config.accounts.clone() {
+            let (jobs, rx) = mpsc::channel(4);
+            let cancel = self.children.child_token();
+            let core = self.sender.clone();
+            let name = account.name.clone();
+            let health = match account.kind {
+                AccountKind::Outbox => {
+                    let path = self.config.state_dir.join("outbox.jsonl");
+                    let net = network::outbox::Outbox::new(&name, path);
+                    self.tracker.spawn(network::run_worker(name.clone(), net, rx, core, cancel));
+                    "starting".to_owned()
+                }
+                other => format!("{} accounts are not supported yet", other.as_str()),
+            };
+            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None });
+        }
+        for feed in self.config.feeds.clone() {
+            let fs = self.state.feeds.get(&feed.url).cloned().unwrap_or_default();
+            let watcher = crate::feed::Watcher {
+                feed,
+                current_url: fs.current_url,
+                etag: fs.etag,
+                last_modified: fs.last_modified,
+                failures: fs.failures,
+                http: self.http.clone(),
+                core: self.sender.clone(),
+                poll: self.poll.subscribe(),
+                cancel: self.children.child_token(),
+            };
+            self.tracker.spawn(watcher.run());
+        }
+    }
+
+    fn reload(&mut self, config: Config) {
+        if config == self.config {
+            tracing::info!("configuration unchanged");
+            return;
+        }
+        tracing::info!(
+            "configuration reloaded: {} feeds, {} accounts",
+            config.feeds.len(),
+            config.accounts.len()
+        );
+        // Restart the watchers and workers with the new configuration. An announcement cut
+        // off in the middle stays in flight and is reconciled by the new worker.
+        self.children.cancel();
+        for (article, account) in self.state.in_flight() {
+            if let Some(ann) = self.state.announcement_mut(article, &account) {
+                ann.in_doubt = true;
+            }
+        }
+        self.dirty = true;
+        self.config = config;
+        self.spawn_children();
+    }
+
+    async fn stop(mut self) {
+        self.children.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within 5 s");
+        }
+        // Whatever arrived while stopping is recorded before the final save.
+        while let Ok(event) = self.inbox.try_recv() {
+            if !matches!(event, Event::Control { .. }) {
+                self.handle(event);
+            }
+        }
+        if self.dirty {
+            if let Err(err) = self.store.save(&self.state) {
+                tracing::error!("final save failed: {err}");
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: Request, reply: oneshot::Sender<Response>) {
+        let response = match request {
+            Request::Status => Response::Status(self.status_report()),
+            Request::Posts { filter } => Response::Posts(self.posts(filter)),
+            Request::Poll => {
+                self.poll.send_modify(|generation| *generation += 1);
+                Response::Done(format!("checking {} feeds now", self.config.feeds.len()))
+            }
+            Request::PostAction { id, action } => {
+                let action = match action {
+                    proto::PostAction::Approve => state::Action::Approve,
+                    proto::PostAction::Skip => state::Action::Skip,
+                    proto::PostAction::Retry => state::Action::Retry,
+                };
+                match self.state.act(id, action) {
+                    Ok(n) => {
+                        self.dirty = true;
+                        let verb = match action {
+                            state::Action::Approve => "approved",
+                            state::Action::Skip => "skipped",
+                            state::Action::Retry => "queued again",
+                        };
+                        let msg = format!("a{id}: {n} announcement{} {verb}", plural(n));
+                        self.replies.push((reply, Response::Done(msg)));
+                        return;
+                    }
+                    Err(e @ state::ActError::NoSuchArticle(_)) => {
+                        error(ErrorKind::NotFound, e.to_string())
+                    }
+                    Err(e) => error(ErrorKind::Refused, e.to_string()),
+                }
+            }
+        };
+        let _ = reply.send(response);
+    }
+
+    fn status_report(&self) -> StatusReport {
+        let feeds = self
+            .config
+            .feeds
+            .iter()
+            .map(|f| {
+                let fs = self.state.feeds.get(&f.url);
+                FeedStatus {
+                    url: f.url.clone(),
+                    current_url: fs
+                        .map(|s| s.current_url.clone())
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| f.url.clone()),
+                    interval_secs: f.interval.as_secs(),
+                    last_fetch: fs.and_then(|s| s.last_fetch),
+                    last_status: fs.and_then(|s| s.last_status.clone()),
+                    last_error: fs.and_then(|s| s.last_error.clone()),
+                    next_fetch: self.next_fetch.get(&f.url).copied(),
+                    articles: self.state.articles.values().filter(|a| a.feed == f.url).count()
+                        as u64,
+                    baseline_taken: fs.is_some_and(|s| s.baseline_taken),
+                }
+            })
+            .collect();
+        let accounts = self
+            .config
+            .accounts
+            .iter()
+            .map(|a| {
+                let mut st = AccountStatus {
+                    name: a.name.clone(),
+                    kind: a.kind.as_str().to_owned(),
+                    health: self
+                        .accounts
+                        .get(&a.name)
+                        .map_or_else(|| "stopped".to_owned(), |r| r.health.clone()),
+                    posted: 0,
+                    pending: 0,
+                    held: 0,
+                    failed: 0,
+                };
+                for ann in self.state.articles.values().filter_map(|x| x.announcements.get(&a.name))
+                {
+                    match ann.status {
+                        AnnStatus::Posted { .. } => st.posted += 1,
+                        AnnStatus::Pending | AnnStatus::InFlight { .. } => st.pending += 1,
+                        AnnStatus::Held { .. } => st.held += 1,
+                        AnnStatus::Failed { .. } => st.failed += 1,
+                        AnnStatus::Skipped { .. } => {}
+                    }
+                }
+                st
+            })
+            .collect();
+        let mut queue = QueueSummary::default();
+        for c in self.state.conversations.values() {
+            match c.status {
+                ConvStatus::Open => {
+                    queue.open += 1;
+                    let waiting = c.messages.iter().rev().take_while(|m| !m.mine).last();
+                    if let Some(m) = waiting {
+                        queue.oldest_waiting =
+                            Some(queue.oldest_waiting.map_or(m.at, |o: Unix| o.min(m.at)));
+                    }
+                }
+                ConvStatus::Snoozed { until } => {
+                    queue.snoozed += 1;
+                    queue.next_wake = Some(queue.next_wake.map_or(until, |w: Unix| w.min(until)));
+                }
+                ConvStatus::Done { .. } => {}
+            }
+        }
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            state_file: self.state_path(),
+            state_error: self.not_durable.clone(),
+            feeds,
+            accounts,
+            queue,
+        }
+    }
+
+    fn posts(&self, filter: PostFilter) -> Vec<ArticleView> {
+        const RECENT: usize = 20;
+        let mut out: Vec<ArticleView> = Vec::new();
+        let total = self.state.articles.len();
+        for (i, (id, a)) in self.state.articles.iter().enumerate() {
+            let views: Vec<AnnouncementView> =
+                a.announcements.iter().map(|(name, ann)| announcement_view(name, ann)).collect();
+            let any = |s: &[AnnouncementState]| views.iter().any(|v| s.contains(&v.state));
+            let only_baseline = a.announcements.values().all(|x| {
+                x.status == AnnStatus::Skipped { reason: state::SkipReason::Baseline }
+            });
+            let keep = match filter {
+                PostFilter::All => true,
+                PostFilter::Failed => any(&[AnnouncementState::Failed]),
+                PostFilter::Pending => any(&[
+                    AnnouncementState::Held,
+                    AnnouncementState::Pending,
+                    AnnouncementState::InFlight,
+                ]),
+                PostFilter::Recent => {
+                    !only_baseline
+                        && (i + RECENT >= total
+                            || !any(&[AnnouncementState::Posted, AnnouncementState::Skipped]))
+                }
+            };
+            if keep {
+                out.push(ArticleView {
+                    id: *id,
+                    feed: a.feed.clone(),
+                    title: a.title.clone(),
+                    url: a.link.clone(),
+                    first_seen: a.first_seen,
+                    published: a.published,
+                    accounts: views,
+                });
+            }
+        }
+        out
+    }
+
+    fn update_status_line(&mut self) {
+        let (mut pending, mut held, mut failed) = (0, 0, 0);
+        for ann in self.state.articles.values().flat_map(|a| a.announcements.values()) {
+            match ann.status {
+                AnnStatus::Pending | AnnStatus::InFlight { .. } => pending += 1,
+                AnnStatus::Held { .. } => held += 1,
+                AnnStatus::Failed { .. } => failed += 1,
+                _ => {}
+            }
+        }
+        let open =
+            self.state.conversations.values().filter(|c| c.status == ConvStatus::Open).count();
+        let line = match &self.not_durable {
+            Some(err) => format!("cannot write state, posting paused: {err}"),
+            None => format!(
+                "{} feeds, {} accounts; {pending} to announce, {held} held, {failed} failed; {open} waiting",
+                self.config.feeds.len(),
+                self.config.accounts.len()
+            ),
+        };
+        if line != self.last_status_line {
+            notify::status(&line);
+            self.last_status_line = line;
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn error(kind: ErrorKind, message: String) -> Response {
+    Response::Error(ErrorReply { kind, message })
+}
+
+fn announcement_view(account: &str, ann: &state::Announcement) -> AnnouncementView {
+    let (state, detail, remote_url, at) = match &ann.status {
+        AnnStatus::Pending => (AnnouncementState::Pending, None, None, None),
+        AnnStatus::Held { reason } => (
+            AnnouncementState::Held,
+            Some(match reason {
+                state::HoldReason::TooMany => "more new articles at once than max_new_per_poll",
+                state::HoldReason::TooOld => "dated long before the newest article",
+            }),
+            None,
+            None,
+        ),
+        AnnStatus::InFlight { since } => (AnnouncementState::InFlight, None, None, Some(*since)),
+        AnnStatus::Posted { url, at, .. } => {
+            (AnnouncementState::Posted, None, url.clone(), Some(*at))
+        }
+        AnnStatus::Failed { error, retry_at } => {
+            return AnnouncementView {
+                account: account.to_owned(),
+                state: AnnouncementState::Failed,
+                detail: Some(error.clone()),
+                remote_url: None,
+                at: *retry_at,
+                attempts: ann.attempts,
+            }
+        }
+        AnnStatus::Skipped { reason } => (
+            AnnouncementState::Skipped,
+            Some(match reason {
+                state::SkipReason::Baseline => "baseline",
+                state::SkipReason::Human => "skipped by hand",
+            }),
+            None,
+            None,
+        ),
+    };
+    AnnouncementView {
+        account: account.to_owned(),
+        state,
+        detail: detail.map(str::to_owned),
+        remote_url,
+        at,
+        attempts: ann.attempts,
+    }
+}

@@ -1,0 +1,165 @@
+//! Watching one feed: fetch on its interval (or when asked to poll), parse, and report to the
+//! core. Parsing itself lives in the `presence-feed` crate; deciding what is new lives in
+//! `state`. A watcher keeps no state of its own beyond its validators and backoff.
+
+pub mod fetch;
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FeedConfig;
+use crate::core::{now, Event};
+use crate::state::{Candidate, Unix};
+use fetch::{Fetched, Validators};
+
+#[derive(Debug)]
+pub struct FeedReport {
+    pub at: Unix,
+    pub status: String,
+    pub result: FeedResult,
+    pub next_fetch: Unix,
+}
+
+#[derive(Debug)]
+pub enum FeedResult {
+    NotModified,
+    Items {
+        items: Vec<Candidate>,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        moved_to: Option<String>,
+    },
+    Failed { error: String },
+}
+
+#[derive(Debug)]
+pub struct Watcher {
+    pub feed: FeedConfig,
+    pub current_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub failures: u32,
+    pub http: reqwest::Client,
+    pub core: mpsc::Sender<Event>,
+    pub poll: watch::Receiver<u64>,
+    pub cancel: CancellationToken,
+}
+
+impl Watcher {
+    pub async fn run(mut self) {
+        if self.current_url.is_empty() {
+            self.current_url = self.feed.url.clone();
+        }
+        loop {
+            let (status, result, wait) = self.check().await;
+            let report = FeedReport {
+                at: now(),
+                status,
+                result,
+                next_fetch: now() + wait.as_secs() as i64,
+            };
+            let event = Event::Feed { feed: self.feed.url.clone(), report };
+            if self.core.send(event).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = self.poll.changed() => if changed.is_err() { return },
+                () = self.cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// One fetch and parse; returns the status, the result and how long to wait.
+    async fn check(&mut self) -> (String, FeedResult, Duration) {
+        let validators =
+            Validators { etag: self.etag.clone(), last_modified: self.last_modified.clone() };
+        let fetched = tokio::select! {
+            f = fetch::fetch(&self.http, &self.current_url, &validators, self.feed.max_bytes) => f,
+            () = self.cancel.cancelled() => {
+                return ("cancelled".into(), FeedResult::Failed { error: "cancelled".into() }, Duration::ZERO)
+            }
+        };
+        let failed = |me: &mut Self, status: String, error: String, retry_after: Option<Duration>| {
+            me.failures += 1;
+            let wait = retry_after.unwrap_or_else(|| me.backoff());
+            (status, FeedResult::Failed { error }, wait)
+        };
+        let fetch = match fetched {
+            Ok(f) => f,
+            Err(e) => {
+                let status = match &e {
+                    fetch::FetchError::Status { status, .. } => status.to_string(),
+                    _ => "error".to_owned(),
+                };
+                let retry = e.retry_after();
+                return failed(self, status, format!("{}: {e}", self.current_url), retry);
+            }
+        };
+        if let Some(to) = &fetch.moved_to {
+            self.current_url = to.clone();
+        }
+        match fetch.fetched {
+            Fetched::NotModified => {
+                self.failures = 0;
+                (fetch.status, FeedResult::NotModified, self.feed.interval)
+            }
+            Fetched::Body { bytes, content_type, validators, url } => {
+                let parsed = tokio::task::spawn_blocking(move || {
+                    presence_feed::parse(&bytes, &url, content_type.as_deref())
+                })
+                .await;
+                let feed = match parsed {
+                    Ok(Ok(feed)) => feed,
+                    Ok(Err(e)) => {
+                        let error = format!("{}: {e}", self.current_url);
+                        return failed(self, fetch.status, error, None);
+                    }
+                    Err(e) => {
+                        let error = format!("{}: parser failed: {e}", self.current_url);
+                        return failed(self, fetch.status, error, None);
+                    }
+                };
+                for warning in &feed.warnings {
+                    tracing::warn!(feed = %self.feed.url, "{warning}");
+                }
+                self.failures = 0;
+                self.etag = validators.etag.clone();
+                self.last_modified = validators.last_modified.clone();
+                let items = feed.items.into_iter().filter_map(candidate).collect();
+                let result = FeedResult::Items {
+                    items,
+                    etag: validators.etag,
+                    last_modified: validators.last_modified,
+                    moved_to: fetch.moved_to,
+                };
+                (fetch.status, result, self.feed.interval)
+            }
+        }
+    }
+
+    /// Exponential from 30 s, with jitter so that many feeds on one host spread out, never
+    /// longer than the feed's own interval.
+    fn backoff(&self) -> Duration {
+        let base = 30u64.saturating_mul(1 << self.failures.min(10));
+        let jitter = fastrand::u64(0..=base / 4);
+        Duration::from_secs(base + jitter).min(self.feed.interval)
+    }
+}
+
+fn candidate(item: presence_feed::Item) -> Option<Candidate> {
+    let identity = item.identity()?;
+    let canonical_link = item.link.as_deref().and_then(presence_feed::canonical_link);
+    Some(Candidate {
+        identity,
+        canonical_link,
+        link: item.link.unwrap_or_default(),
+        title: item.title,
+        summary: item.summary,
+        tags: item.tags,
+        image: item.image,
+        published: item.published.or(item.updated),
+    })
+}

@@ -1,0 +1,595 @@
+//! Everything presenced remembers, and the rules that change it: plain data and pure
+//! functions, no I/O and no clock (callers pass `now`), so every rule is tested directly.
+//!
+//! Architecture invariant: this module never touches the network, the disk or the time of day.
+//! The core owns the one [`State`] value; the store persists it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FeedConfig, FirstRun};
+
+/// Unix seconds, UTC.
+pub type Unix = i64;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// Keyed by the feed's configured URL.
+    pub feeds: BTreeMap<String, FeedState>,
+    pub articles: BTreeMap<u64, Article>,
+    pub next_article: u64,
+    /// Keyed by account name: cursors and network session data.
+    pub accounts: BTreeMap<String, AccountState>,
+    pub conversations: BTreeMap<u64, Conversation>,
+    pub next_conversation: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedState {
+    /// Where the feed is fetched now; differs from the configured URL after a permanent
+    /// redirect.
+    pub current_url: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub baseline_taken: bool,
+    /// Every identity (guid/id, else canonical link) ever seen. Never truncated: its size is
+    /// bounded by the blog's history, and forgetting an entry would announce it again.
+    pub seen_ids: BTreeSet<String>,
+    /// Every canonical link ever seen, so that a guid change alone is not a new article.
+    pub seen_links: BTreeSet<String>,
+    pub newest_seen: Option<Unix>,
+    pub last_fetch: Option<Unix>,
+    pub last_status: Option<String>,
+    pub last_error: Option<String>,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Article {
+    /// The configured URL of the feed it came from.
+    pub feed: String,
+    pub identity: String,
+    pub link: String,
+    pub title: String,
+    pub summary: String,
+    pub tags: Vec<String>,
+    pub image: Option<String>,
+    pub published: Option<Unix>,
+    pub first_seen: Unix,
+    /// Keyed by account name.
+    pub announcements: BTreeMap<String, Announcement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// Derived from (account, feed, identity): the same after any restart, and what the
+    /// networks use to make a retried post a no-op.
+    pub key: String,
+    pub status: AnnStatus,
+    /// The text, fixed when the announcement first goes in flight so that every retry
+    /// sends exactly the same post.
+    pub text: Option<String>,
+    pub attempts: u32,
+    /// An earlier attempt may have reached the network: the next one must reconcile first.
+    pub in_doubt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AnnStatus {
+    Pending,
+    Held { reason: HoldReason },
+    InFlight { since: Unix },
+    Posted { remote_id: String, url: Option<String>, at: Unix },
+    /// `retry_at: None` waits for a human (`posts retry`).
+    Failed { error: String, retry_at: Option<Unix> },
+    Skipped { reason: SkipReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldReason {
+    /// More new articles at once than `max_new_per_poll`.
+    TooMany,
+    /// Dated more than `max_age` before the newest article already seen.
+    TooOld,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipReason {
+    Baseline,
+    Human,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// Network cursors (notification ids, since ids, ...), by name.
+    pub cursors: BTreeMap<String, String>,
+    /// Network session data (refreshable tokens, resolved endpoints), by name.
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub account: String,
+    /// The network's identity of the thread (its root post).
+    pub thread: String,
+    pub status: ConvStatus,
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvStatus {
+    Open,
+    Snoozed { until: Unix },
+    Done { at: Unix },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub remote_id: String,
+    pub author: String,
+    pub display_name: String,
+    pub text: String,
+    pub at: Unix,
+    pub url: Option<String>,
+    pub mine: bool,
+}
+
+/// One article as the parser saw it, reduced to what the rules need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub identity: String,
+    pub canonical_link: Option<String>,
+    pub link: String,
+    pub title: String,
+    pub summary: String,
+    pub tags: Vec<String>,
+    pub image: Option<String>,
+    pub published: Option<Unix>,
+}
+
+/// What one ingest decided, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub baseline: usize,
+    pub new: Vec<u64>,
+    pub held: Vec<u64>,
+}
+
+/// The announcement key for (account, feed, identity): stable across restarts.
+pub fn announcement_key(account: &str, feed: &str, identity: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [account, feed, identity] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl State {
+    /// Decides which of a successful fetch's items are new and what happens to them
+    /// (DESIGN §5): known identities or links are not new (edits, guid churn, link churn);
+    /// the first fetch is a baseline; an item far older than the newest seen is held; more
+    /// than `max_new_per_poll` at once: the newest go out, the rest are held.
+    pub fn ingest(
+        &mut self,
+        feed: &FeedConfig,
+        accounts: &[String],
+        items: Vec<Candidate>,
+        now: Unix,
+    ) -> Ingested {
+        let fs = self.feeds.entry(feed.url.clone()).or_default();
+        let mut fresh: Vec<(usize, Candidate)> = Vec::new();
+        for (order, item) in items.into_iter().enumerate() {
+            let known = fs.seen_ids.contains(&item.identity)
+                || item.canonical_link.as_ref().is_some_and(|l| fs.seen_links.contains(l));
+            // Remember both identities either way: a guid that changed while the link stayed
+            // (or the reverse) is learned, so the next change is recognised too.
+            fs.seen_ids.insert(item.identity.clone());
+            if let Some(link) = &item.canonical_link {
+                fs.seen_links.insert(link.clone());
+            }
+            if !known {
+                fresh.push((order, item));
+            }
+        }
+        let newest_before = fs.newest_seen;
+        let newest_now = fresh.iter().filter_map(|(_, c)| c.published).max();
+        fs.newest_seen = newest_before.max(newest_now);
+        let first_run = !fs.baseline_taken;
+        fs.baseline_taken = true;
+
+        // Newest first: by date, and for undated items by feed order (feeds list newest first).
+        fresh.sort_by(|(oa, a), (ob, b)| b.published.cmp(&a.published).then(oa.cmp(ob)));
+
+        let mut report = Ingested::default();
+        let mut released = 0usize;
+        for (_, item) in fresh {
+            let status = if first_run {
+                match feed.on_first_run {
+                    FirstRun::AnnounceLatest(n) if released < n => {
+                        released += 1;
+                        AnnStatus::Pending
+                    }
+                    _ => AnnStatus::Skipped { reason: SkipReason::Baseline },
+                }
+            } else {
+                let too_old = match (item.published, newest_before) {
+                    (Some(p), Some(newest)) => {
+                        p < newest.saturating_sub(feed.max_age.as_secs() as i64)
+                    }
+                    _ => false,
+                };
+                if too_old {
+                    AnnStatus::Held { reason: HoldReason::TooOld }
+                } else if released < feed.max_new_per_poll {
+                    released += 1;
+                    AnnStatus::Pending
+                } else {
+                    AnnStatus::Held { reason: HoldReason::TooMany }
+                }
+            };
+            let id = self.add_article(&feed.url, accounts, item, &status, now);
+            match status {
+                AnnStatus::Pending => report.new.push(id),
+                AnnStatus::Held { .. } => report.held.push(id),
+                _ => report.baseline += 1,
+            }
+        }
+        report
+    }
+
+    fn add_article(
+        &mut self,
+        feed: &str,
+        accounts: &[String],
+        item: Candidate,
+        status: &AnnStatus,
+        now: Unix,
+    ) -> u64 {
+        self.next_article += 1;
+        let id = self.next_article;
+        let announcements = accounts
+            .iter()
+            .map(|account| {
+                let ann = Announcement {
+                    key: announcement_key(account, feed, &item.identity),
+                    status: status.clone(),
+                    text: None,
+                    attempts: 0,
+                    in_doubt: false,
+                };
+                (account.clone(), ann)
+            })
+            .collect();
+        let article = Article {
+            feed: feed.to_owned(),
+            identity: item.identity,
+            link: item.link,
+            title: item.title,
+            summary: item.summary,
+            tags: item.tags,
+            image: item.image,
+            published: item.published,
+            first_seen: now,
+            announcements,
+        };
+        self.articles.insert(id, article);
+        id
+    }
+
+    /// The next announcement to send on `account`: the oldest pending one.
+    pub fn next_pending(&self, account: &str) -> Option<u64> {
+        self.articles
+            .iter()
+            .filter(|(_, a)| {
+                a.announcements.get(account).is_some_and(|x| x.status == AnnStatus::Pending)
+            })
+            .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Every announcement left in flight, e.g. by a crash: each is in doubt.
+    pub fn in_flight(&self) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for (id, a) in &self.articles {
+            for (account, ann) in &a.announcements {
+                if matches!(ann.status, AnnStatus::InFlight { .. }) {
+                    out.push((*id, account.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn announcement_mut(&mut self, article: u64, account: &str) -> Option<&mut Announcement> {
+        self.articles.get_mut(&article)?.announcements.get_mut(account)
+    }
+
+    /// Pending → InFlight with the text fixed. Returns false if it was not pending.
+    pub fn begin(&mut self, article: u64, account: &str, text: String, now: Unix) -> bool {
+        match self.announcement_mut(article, account) {
+            Some(ann) if ann.status == AnnStatus::Pending => {
+                ann.status = AnnStatus::InFlight { since: now };
+                // A text fixed by an earlier attempt stays: a retry must send the same post.
+                ann.text.get_or_insert(text);
+                ann.attempts += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records what the network said about an in-flight announcement.
+    pub fn finish(&mut self, article: u64, account: &str, outcome: Outcome, now: Unix) {
+        let Some(ann) = self.announcement_mut(article, account) else { return };
+        if !matches!(ann.status, AnnStatus::InFlight { .. }) {
+            return;
+        }
+        match outcome {
+            Outcome::Posted { remote_id, url } => {
+                ann.status = AnnStatus::Posted { remote_id, url, at: now };
+                ann.in_doubt = false;
+            }
+            Outcome::Retry { error, after, in_doubt } => {
+                ann.in_doubt |= in_doubt;
+                let wait = after.unwrap_or_else(|| backoff(ann.attempts));
+                ann.status = AnnStatus::Failed { error, retry_at: Some(now + wait) };
+            }
+            Outcome::GiveUp { error } => {
+                ann.status = AnnStatus::Failed { error, retry_at: None };
+            }
+        }
+    }
+
+    /// Failed announcements whose retry time has come go back to pending.
+    pub fn due_retries(&mut self, now: Unix) -> usize {
+        let mut n = 0;
+        for a in self.articles.values_mut() {
+            for ann in a.announcements.values_mut() {
+                if let AnnStatus::Failed { retry_at: Some(t), .. } = ann.status {
+                    if t <= now {
+                        ann.status = AnnStatus::Pending;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// The earliest automatic retry, for the core's timer.
+    pub fn next_retry(&self) -> Option<Unix> {
+        self.articles
+            .values()
+            .flat_map(|a| a.announcements.values())
+            .filter_map(|ann| match ann.status {
+                AnnStatus::Failed { retry_at, .. } => retry_at,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A human's decision about an article; returns how many announcements it changed.
+    pub fn act(&mut self, article: u64, action: Action) -> Result<usize, ActError> {
+        let a = self.articles.get_mut(&article).ok_or(ActError::NoSuchArticle(article))?;
+        let mut changed = 0;
+        for ann in a.announcements.values_mut() {
+            let next = match (&ann.status, action) {
+                (AnnStatus::Held { .. }, Action::Approve) => Some(AnnStatus::Pending),
+                (AnnStatus::Failed { .. }, Action::Retry) => Some(AnnStatus::Pending),
+                (
+                    AnnStatus::Held { .. } | AnnStatus::Pending | AnnStatus::Failed { .. },
+                    Action::Skip,
+                ) => Some(AnnStatus::Skipped { reason: SkipReason::Human }),
+                // A baseline article can still be announced on purpose.
+                (AnnStatus::Skipped { reason: SkipReason::Baseline }, Action::Approve) => {
+                    Some(AnnStatus::Pending)
+                }
+                _ => None,
+            };
+            if let Some(next) = next {
+                ann.status = next;
+                changed += 1;
+            }
+        }
+        if changed == 0 {
+            return Err(ActError::NothingToDo { article, action });
+        }
+        Ok(changed)
+    }
+}
+
+/// What a network said about one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Posted { remote_id: String, url: Option<String> },
+    /// Try again later; `in_doubt` if the attempt may have been posted.
+    Retry { error: String, after: Option<i64>, in_doubt: bool },
+    /// Retrying cannot help (rejected content, revoked token): wait for a human.
+    GiveUp { error: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Approve,
+    Skip,
+    Retry,
+}
+
+impl Action {
+    fn object(self) -> &'static str {
+        match self {
+            Action::Approve => "approve (nothing is held)",
+            Action::Skip => "skip (all are posted or skipped)",
+            Action::Retry => "retry (nothing failed)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    #[error("no article a{0}")]
+    NoSuchArticle(u64),
+    #[error("article a{article} has no announcement to {}", action.object())]
+    NothingToDo { article: u64, action: Action },
+}
+
+/// Seconds before retry number `attempts` + 1: 30 s doubling up to an hour.
+pub fn backoff(attempts: u32) -> i64 {
+    30i64.saturating_mul(1 << attempts.min(7)).min(3600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn feed() -> FeedConfig {
+        FeedConfig {
+            url: "https://blog/feed".into(),
+            interval: Duration::from_secs(600),
+            template: "{title} {url}".into(),
+            on_first_run: FirstRun::Baseline,
+            max_new_per_poll: 3,
+            max_age: Duration::from_secs(7 * 86_400),
+            max_bytes: 1 << 20,
+        }
+    }
+
+    fn item(n: i64) -> Candidate {
+        Candidate {
+            identity: format!("guid-{n}"),
+            canonical_link: Some(format!("https://blog/{n}")),
+            link: format!("https://blog/{n}?utm_source=x"),
+            title: format!("Post {n}"),
+            summary: String::new(),
+            tags: vec![],
+            image: None,
+            published: Some(1_000_000 + n * 3600),
+        }
+    }
+
+    fn accounts() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    fn statuses(s: &State, account: &str) -> Vec<AnnStatus> {
+        s.articles.values().map(|a| a.announcements[account].status.clone()).collect()
+    }
+
+    #[test]
+    fn first_fetch_is_a_baseline() {
+        let mut s = State::default();
+        let r = s.ingest(&feed(), &accounts(), (1..=5).map(item).collect(), 10);
+        assert_eq!(r.baseline, 5);
+        assert!(r.new.is_empty());
+        assert!(statuses(&s, "a")
+            .iter()
+            .all(|st| *st == AnnStatus::Skipped { reason: SkipReason::Baseline }));
+        assert_eq!(s.next_pending("a"), None);
+    }
+
+    #[test]
+    fn announce_latest_releases_the_newest_n() {
+        let mut s = State::default();
+        let mut f = feed();
+        f.on_first_run = FirstRun::AnnounceLatest(1);
+        let r = s.ingest(&f, &accounts(), (1..=5).map(item).collect(), 10);
+        assert_eq!(r.new.len(), 1);
+        assert_eq!(s.articles[&r.new[0]].identity, "guid-5");
+    }
+
+    #[test]
+    fn new_items_edits_and_churn() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), (1..=3).map(item).collect(), 10);
+        let mut items: Vec<_> = (1..=5).map(item).collect();
+        items[0].title = "Post 1, edited".into(); // edit: same guid
+        items[1].identity = "new-guid-for-2".into(); // guid churn: same link
+        items[2].canonical_link = Some("https://blog/moved-3".into()); // link churn: same guid
+        let r = s.ingest(&feed(), &accounts(), items, 20);
+        assert_eq!(r.new.len(), 2, "only 4 and 5 are new: {r:?}");
+        // The churned guid was learned: changing the link of item 2 now is still not new.
+        let mut again = item(2);
+        again.identity = "new-guid-for-2".into();
+        again.canonical_link = Some("https://blog/elsewhere".into());
+        assert!(s.ingest(&feed(), &accounts(), vec![again], 30).new.is_empty());
+    }
+
+    #[test]
+    fn a_burst_releases_the_newest_and_holds_the_rest() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), vec![item(0)], 10);
+        let r = s.ingest(&feed(), &accounts(), (1..=10).map(item).collect(), 20);
+        assert_eq!(r.new.len(), 3);
+        assert_eq!(r.held.len(), 7);
+        let released: Vec<_> = r.new.iter().map(|id| s.articles[id].identity.clone()).collect();
+        assert_eq!(released, ["guid-10", "guid-9", "guid-8"]);
+        assert_eq!(s.act(r.held[0], Action::Approve), Ok(2));
+        assert_eq!(s.act(r.held[0], Action::Approve), Err(ActError::NothingToDo { article: r.held[0], action: Action::Approve }));
+        assert_eq!(s.act(r.held[1], Action::Skip), Ok(2));
+        assert_eq!(s.act(999, Action::Skip), Err(ActError::NoSuchArticle(999)));
+    }
+
+    #[test]
+    fn a_backdated_item_is_held_not_dropped() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), vec![item(1000)], 10);
+        let mut old = item(1);
+        old.published = Some(1_000_000 + 1000 * 3600 - 8 * 86_400);
+        let r = s.ingest(&feed(), &accounts(), vec![old], 20);
+        assert_eq!(r.held.len(), 1);
+        assert_eq!(
+            s.articles[&r.held[0]].announcements["a"].status,
+            AnnStatus::Held { reason: HoldReason::TooOld }
+        );
+    }
+
+    #[test]
+    fn duplicate_items_in_one_fetch_make_one_article() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), vec![item(0)], 10);
+        let r = s.ingest(&feed(), &accounts(), vec![item(1), item(1)], 20);
+        assert_eq!(r.new.len(), 1);
+    }
+
+    #[test]
+    fn the_post_cycle_keeps_its_text_and_key() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), vec![item(0)], 10);
+        let id = s.ingest(&feed(), &accounts(), vec![item(1)], 20).new[0];
+        let key = s.articles[&id].announcements["a"].key.clone();
+        assert_eq!(key, announcement_key("a", "https://blog/feed", "guid-1"));
+        assert_eq!(s.next_pending("a"), Some(id));
+        assert!(s.begin(id, "a", "first text".into(), 30));
+        assert!(!s.begin(id, "a", "again".into(), 30));
+        assert_eq!(s.in_flight(), vec![(id, "a".to_owned())]);
+        s.finish(
+            id,
+            "a",
+            Outcome::Retry { error: "503".into(), after: None, in_doubt: true },
+            40,
+        );
+        assert_eq!(s.next_retry(), Some(40 + backoff(1)));
+        assert_eq!(s.due_retries(40), 0);
+        assert_eq!(s.due_retries(40 + backoff(1)), 1);
+        assert!(s.begin(id, "a", "different text".into(), 100));
+        let ann = &s.articles[&id].announcements["a"];
+        assert_eq!(ann.text.as_deref(), Some("first text"));
+        assert!(ann.in_doubt);
+        s.finish(id, "a", Outcome::Posted { remote_id: "1".into(), url: None }, 110);
+        let ann = &s.articles[&id].announcements["a"];
+        assert!(matches!(ann.status, AnnStatus::Posted { at: 110, .. }));
+        assert!(!ann.in_doubt);
+        assert_eq!(ann.attempts, 2);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), 30);
+        assert_eq!(backoff(1), 60);
+        assert_eq!(backoff(20), 3600);
+    }
+}

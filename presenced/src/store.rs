@@ -1,0 +1,375 @@
+//! The state file: the only code that touches the state directory's `state*` files.
+//!
+//! Layout: `b"PRSNC" | format version (u16 LE) | body length (u64 LE) | bincode body |
+//! crc32 (u32 LE) of everything before it`. bincode is pinned to 1.3.3 and used here only
+//! with explicit options and a size limit.
+//!
+//! A save writes `state.tmp`, fsyncs it, hard-links the current `state` to `state.prev`
+//! (the previous good file, for a human to recover from), renames `state.tmp` over `state`
+//! and fsyncs the directory: at every instant `state` is a whole, valid file.
+//! A file that is corrupt, truncated or from a newer presenced is never overwritten and
+//! never replaced by an empty state: loading fails with a message naming the file.
+//! An exclusive lock on `state.lock` keeps two daemons off one state directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+
+use crate::state::State;
+
+const MAGIC: &[u8; 5] = b"PRSNC";
+/// Version 1 is the first format. A later version keeps a frozen copy of each older
+/// format's types and migrates from them.
+pub const FORMAT_VERSION: u16 = 1;
+/// Larger than any real state (100k conversations fit in a few tens of MiB), small enough
+/// that a corrupt length cannot make the loader allocate without bound.
+const MAX_BODY: u64 = 512 * 1024 * 1024;
+const HEADER: usize = 5 + 2 + 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {op}: {source}", path.display())]
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
+    #[error("{}: not a presenced state file (bad magic)", path.display())]
+    BadMagic { path: PathBuf },
+    #[error("{}: truncated ({len} bytes, expected {expected}); the previous good state may be in state.prev", path.display())]
+    Truncated { path: PathBuf, len: u64, expected: u64 },
+    #[error("{}: checksum mismatch, the file is corrupt; the previous good state may be in state.prev", path.display())]
+    Checksum { path: PathBuf },
+    #[error("{}: written by a newer presenced (format {found}, this one reads up to {supported}); upgrade presenced or restore state.prev", path.display())]
+    NewerFormat { path: PathBuf, found: u16, supported: u16 },
+    #[error("{}: cannot decode (format {version}): {message}", path.display())]
+    Decode { path: PathBuf, version: u16, message: String },
+    #[error("{}: another presenced uses this state directory", path.display())]
+    Locked { path: PathBuf },
+}
+
+/// The state directory, locked for this process.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    path: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { path: path.to_owned(), op, source }
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir, "create"))?;
+        let lock_path = dir.join("state.lock");
+        let lock_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io(&lock_path, "open"))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| StoreError::Locked { path: dir.to_owned() })?;
+        Ok(Store { dir: dir.to_owned(), path: dir.join("state"), _lock: lock })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The saved state, or `None` when there is none yet (a first start).
+    pub fn load(&self) -> Result<Option<State>, StoreError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A missing state beside an existing previous one is not a first start.
+                let prev = self.dir.join("state.prev");
+                if prev.exists() {
+                    return Err(StoreError::Io {
+                        path: self.path.clone(),
+                        op: "read",
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "missing, but state.prev exists: copy it to state to recover",
+                        ),
+                    });
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(io(&self.path, "read")(e)),
+        };
+        decode(&bytes, &self.path).map(Some)
+    }
+
+    pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        let bytes = encode(state).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            version: FORMAT_VERSION,
+            message: format!("cannot encode: {e}"),
+        })?;
+        let tmp = self.dir.join("state.tmp");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp, "create"))?;
+        file.write_all(&bytes).map_err(io(&tmp, "write"))?;
+        file.sync_all().map_err(io(&tmp, "fsync"))?;
+        drop(file);
+        if self.path.exists() {
+            let prev_tmp = self.dir.join("state.prev.tmp");
+            let _ = fs::remove_file(&prev_tmp);
+            fs::hard_link(&self.path, &prev_tmp).map_err(io(&prev_tmp, "link"))?;
+            #[allow(clippy::disallowed_methods)]
+            fs::rename(&prev_tmp, self.dir.join("state.prev")).map_err(io(&prev_tmp, "rename"))?;
+        }
+        #[allow(clippy::disallowed_methods)]
+        fs::rename(&tmp, &self.path).map_err(io(&self.path, "rename"))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir, "fsync"))?;
+        Ok(())
+    }
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(MAX_BODY)
+        .reject_trailing_bytes()
+}
+
+pub fn encode(state: &State) -> Result<Vec<u8>, bincode::Error> {
+    let body = options().serialize(state)?;
+    let mut out = Vec::with_capacity(HEADER + body.len() + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StoreError> {
+    let path = path.to_owned();
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+            let (len, expected) = (bytes.len() as u64, HEADER as u64 + 4);
+            return Err(StoreError::Truncated { path, len, expected });
+        }
+        return Err(StoreError::BadMagic { path });
+    }
+    if bytes.len() < HEADER {
+        let (len, expected) = (bytes.len() as u64, HEADER as u64 + 4);
+        return Err(StoreError::Truncated { path, len, expected });
+    }
+    let version = u16::from_le_bytes([bytes[5], bytes[6]]);
+    if version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat { path, found: version, supported: FORMAT_VERSION });
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&bytes[7..HEADER]);
+    let body_len = u64::from_le_bytes(len_bytes);
+    let expected = (HEADER as u64).saturating_add(body_len).saturating_add(4);
+    if (bytes.len() as u64) < expected {
+        return Err(StoreError::Truncated { path, len: bytes.len() as u64, expected });
+    }
+    if bytes.len() as u64 != expected {
+        return Err(StoreError::Checksum { path });
+    }
+    let end = bytes.len() - 4;
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[end..]);
+    if crc32fast::hash(&bytes[..end]) != u32::from_le_bytes(crc) {
+        return Err(StoreError::Checksum { path });
+    }
+    let body = &bytes[HEADER..end];
+    match version {
+        1 => options()
+            .deserialize(body)
+            .map_err(|e| StoreError::Decode { path, version, message: e.to_string() }),
+        // Formats before 1 never existed.
+        _ => Err(StoreError::Decode { path, version, message: "unknown format".into() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::*;
+
+    /// A state touching every type, as a format-1 file must keep loading forever.
+    pub(crate) fn sample() -> State {
+        let mut s = State::default();
+        s.feeds.insert(
+            "https://blog.example/feed".into(),
+            FeedState {
+                current_url: "https://blog.example/feed.xml".into(),
+                etag: Some("\"abc\"".into()),
+                last_modified: Some("Sat, 28 Nov 2026 10:00:00 GMT".into()),
+                baseline_taken: true,
+                seen_ids: ["guid-1".to_owned(), "guid-2".to_owned()].into(),
+                seen_links: ["https://blog.example/1".to_owned()].into(),
+                newest_seen: Some(1_790_000_000),
+                last_fetch: Some(1_790_000_100),
+                last_status: Some("200".into()),
+                last_error: None,
+                failures: 0,
+            },
+        );
+        let statuses = [
+            AnnStatus::Pending,
+            AnnStatus::Held { reason: HoldReason::TooMany },
+            AnnStatus::Held { reason: HoldReason::TooOld },
+            AnnStatus::InFlight { since: 5 },
+            AnnStatus::Posted { remote_id: "109".into(), url: Some("https://m/@b/109".into()), at: 6 },
+            AnnStatus::Failed { error: "http 503".into(), retry_at: Some(7) },
+            AnnStatus::Failed { error: "http 422".into(), retry_at: None },
+            AnnStatus::Skipped { reason: SkipReason::Baseline },
+            AnnStatus::Skipped { reason: SkipReason::Human },
+        ];
+        for (i, status) in statuses.into_iter().enumerate() {
+            let account = format!("acct{i}");
+            let article = Article {
+                feed: "https://blog.example/feed".into(),
+                identity: format!("guid-{i}"),
+                link: format!("https://blog.example/{i}"),
+                title: format!("Title {i} — ünïcode"),
+                summary: "Summary".into(),
+                tags: vec!["rust".into()],
+                image: Some("https://blog.example/i.png".into()),
+                published: Some(1_790_000_000 + i as i64),
+                first_seen: 1_790_000_050,
+                announcements: [(
+                    account.clone(),
+                    Announcement {
+                        key: announcement_key(&account, "f", &i.to_string()),
+                        status,
+                        text: Some("Title https://blog.example/1".into()),
+                        attempts: i as u32,
+                        in_doubt: i % 2 == 0,
+                    },
+                )]
+                .into(),
+            };
+            s.articles.insert(i as u64 + 1, article);
+        }
+        s.next_article = 9;
+        s.accounts.insert(
+            "masto".into(),
+            AccountState {
+                cursors: [("notifications".to_owned(), "1234".to_owned())].into(),
+                data: [("account_id".to_owned(), "42".to_owned())].into(),
+            },
+        );
+        for (i, status) in [
+            ConvStatus::Open,
+            ConvStatus::Snoozed { until: 1_790_100_000 },
+            ConvStatus::Done { at: 1_790_000_500 },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.conversations.insert(
+                i as u64 + 1,
+                Conversation {
+                    account: "masto".into(),
+                    thread: format!("thread-{i}"),
+                    status,
+                    messages: vec![Message {
+                        remote_id: format!("m{i}"),
+                        author: "alice@example.social".into(),
+                        display_name: "Alice".into(),
+                        text: "Hello!\nNice post.".into(),
+                        at: 1_790_000_200,
+                        url: Some("https://example.social/@alice/1".into()),
+                        mine: i == 2,
+                    }],
+                },
+            );
+        }
+        s.next_conversation = 3;
+        s
+    }
+
+    const GOLDEN_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/state-v1.bin");
+
+    /// The checked-in format-1 file must load, now and after every future change of the
+    /// state types (through a migration then). Regenerate only for a brand-new format, with
+    /// PRESENCE_BLESS=1, and keep the old file.
+    #[test]
+    fn golden_v1_state_file_keeps_loading() {
+        if std::env::var_os("PRESENCE_BLESS").is_some() {
+            let dir = Path::new(GOLDEN_V1).parent().unwrap();
+            fs::create_dir_all(dir).unwrap();
+            let mut f = File::create(GOLDEN_V1).unwrap();
+            f.write_all(&encode(&sample()).unwrap()).unwrap();
+        }
+        let bytes = fs::read(GOLDEN_V1).unwrap();
+        assert_eq!(decode(&bytes, Path::new(GOLDEN_V1)).unwrap(), sample());
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_keeps_prev() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        let mut s = sample();
+        store.save(&s).unwrap();
+        s.next_article = 100;
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap(), Some(s));
+        let prev = fs::read(dir.path().join("state.prev")).unwrap();
+        assert_eq!(decode(&prev, Path::new("p")).unwrap().next_article, 9);
+        assert!(!dir.path().join("state.tmp").exists());
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked { .. })));
+    }
+
+    #[test]
+    fn damage_is_named_never_reset() {
+        let good = encode(&sample()).unwrap();
+        let p = Path::new("/x/state");
+        let err = |b: &[u8]| decode(b, p).unwrap_err().to_string();
+        assert!(err(&good[..good.len() - 10]).contains("/x/state: truncated"));
+        assert!(err(&good[..3]).contains("truncated"));
+        assert!(err(b"").contains("truncated"));
+        assert!(err(b"hello world, not a state").contains("bad magic"));
+        let mut flipped = good.clone();
+        flipped[40] ^= 0x01;
+        assert!(err(&flipped).contains("checksum mismatch"));
+        let mut newer = good.clone();
+        newer[5] = 2;
+        assert!(err(&newer).contains("written by a newer presenced (format 2"));
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(err(&longer).contains("checksum"));
+        // A huge claimed length must not allocate: it is simply truncated.
+        let mut huge = good[..HEADER].to_vec();
+        huge[7..15].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(err(&huge).contains("truncated"));
+    }
+
+    #[test]
+    fn missing_state_beside_prev_is_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save(&sample()).unwrap();
+        store.save(&sample()).unwrap();
+        fs::remove_file(dir.path().join("state")).unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("state.prev exists"));
+    }
+}
