@@ -10,7 +10,10 @@ use crate::proto::{self, Conn, Hello, ProtoError, Request, Response, ServerHello
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach presenced at {path}: {source}")]
-    Unreachable { path: PathBuf, source: std::io::Error },
+    Unreachable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("presenced refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -27,13 +30,22 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
+        let stream =
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    path: path.to_owned(),
+                    source,
+                })?;
         let mut conn = Conn::new(stream);
         let software = format!("presencectl {}", env!("CARGO_PKG_VERSION"));
-        conn.send(&Hello::new(&software)).await?;
-        let hello: ServerHello = conn.recv_within(proto::HANDSHAKE_TIMEOUT).await?;
+        // A daemon that refuses us may close before reading our hello: its refusal is
+        // still waiting to be read, and says more than the broken pipe would.
+        let sent = conn.send(&Hello::new(&software)).await;
+        let hello: ServerHello = match conn.recv_within(proto::HANDSHAKE_TIMEOUT).await {
+            Ok(hello) => hello,
+            Err(e) => return Err(sent.err().unwrap_or(e).into()),
+        };
         if hello.magic != proto::HELLO_MAGIC {
             return Err(ProtoError::Closed.into());
         }
@@ -46,7 +58,10 @@ impl Client {
                 hello.version,
             )));
         }
-        Ok(Client { conn, daemon_software: hello.software })
+        Ok(Client {
+            conn,
+            daemon_software: hello.software,
+        })
     }
 
     pub async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {

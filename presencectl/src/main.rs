@@ -16,7 +16,11 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
-#[command(name = "presencectl", version, about = "Talk to presenced: announcements, status")]
+#[command(
+    name = "presencectl",
+    version,
+    about = "Talk to presenced: announcements, status"
+)]
 struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "PRESENCECTL_SOCKET")]
@@ -75,10 +79,15 @@ fn main() -> ExitCode {
     let socket = cli.socket.clone().unwrap_or_else(|| {
         proto::default_socket_path(
             nix::unistd::geteuid().is_root(),
-            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).as_deref(),
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .as_deref(),
         )
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("presencectl: cannot start: {e}");
@@ -119,15 +128,18 @@ fn request_for(command: &Command) -> Result<Request, String> {
         Command::Status => Request::Status,
         Command::Poll => Request::Poll,
         Command::Posts(args) => match &args.action {
-            Some(PostsAction::Approve { id }) => {
-                Request::PostAction { id: article_id(id)?, action: PostAction::Approve }
-            }
-            Some(PostsAction::Skip { id }) => {
-                Request::PostAction { id: article_id(id)?, action: PostAction::Skip }
-            }
-            Some(PostsAction::Retry { id }) => {
-                Request::PostAction { id: article_id(id)?, action: PostAction::Retry }
-            }
+            Some(PostsAction::Approve { id }) => Request::PostAction {
+                id: article_id(id)?,
+                action: PostAction::Approve,
+            },
+            Some(PostsAction::Skip { id }) => Request::PostAction {
+                id: article_id(id)?,
+                action: PostAction::Skip,
+            },
+            Some(PostsAction::Retry { id }) => Request::PostAction {
+                id: article_id(id)?,
+                action: PostAction::Retry,
+            },
             None => Request::Posts {
                 filter: if args.pending {
                     PostFilter::Pending
@@ -146,7 +158,9 @@ fn request_for(command: &Command) -> Result<Request, String> {
 /// Article ids print as `a12`; the bare number is accepted too.
 fn article_id(text: &str) -> Result<u64, String> {
     let digits = text.strip_prefix('a').unwrap_or(text);
-    digits.parse().map_err(|_| format!("not an article id: {text:?} (expected e.g. a12)"))
+    digits
+        .parse()
+        .map_err(|_| format!("not an article id: {text:?} (expected e.g. a12)"))
 }
 
 fn print_response(response: &Response, as_json: bool) {
@@ -154,7 +168,10 @@ fn print_response(response: &Response, as_json: bool) {
         Response::Status(report) if as_json => println!("{:#}", status_json(report)),
         Response::Status(report) => print_status(report),
         Response::Posts(articles) if as_json => {
-            println!("{:#}", Value::Array(articles.iter().map(article_json).collect()))
+            println!(
+                "{:#}",
+                Value::Array(articles.iter().map(article_json).collect())
+            )
         }
         Response::Posts(articles) => print_posts(articles),
         Response::Done(message) if as_json => println!("{:#}", json!({ "ok": message })),
@@ -228,7 +245,12 @@ fn status_json(r: &StatusReport) -> Value {
 }
 
 fn print_status(r: &StatusReport) {
-    println!("presenced {} (pid {}), up since {}", r.version, r.pid, relative(r.started_at));
+    println!(
+        "presenced {} (pid {}), up since {}",
+        r.version,
+        r.pid,
+        relative(r.started_at)
+    );
     println!("state: {}", r.state_file);
     if let Some(err) = &r.state_error {
         println!("  NOT DURABLE, posting paused: {err}");
@@ -237,7 +259,10 @@ fn print_status(r: &StatusReport) {
     for f in &r.feeds {
         let fetched = f.last_fetch.map_or("never fetched".to_owned(), relative);
         let status = f.last_status.as_deref().unwrap_or("-");
-        println!("  {}  {} articles, last fetch {fetched} ({status})", f.url, f.articles);
+        println!(
+            "  {}  {} articles, last fetch {fetched} ({status})",
+            f.url, f.articles
+        );
         if f.current_url != f.url {
             println!("    moved to {}", f.current_url);
         }
@@ -290,7 +315,11 @@ fn print_posts(articles: &[ArticleView]) {
         println!("a{}  {}  (seen {})", a.id, a.title, relative(a.first_seen));
         println!("     {}", a.url);
         for s in &a.accounts {
-            let extra = s.remote_url.as_deref().or(s.detail.as_deref()).unwrap_or("");
+            let extra = s
+                .remote_url
+                .as_deref()
+                .or(s.detail.as_deref())
+                .unwrap_or("");
             println!("     {:<12} {:<9} {extra}", s.account, s.state.as_str());
         }
     }

@@ -11,11 +11,11 @@
 //! One real frame, the hello of protocol 1 sent by presencectl 0.1.0:
 //!
 //! ```text
-//! 00 00 00 22                                      length 34
+//! 00 00 00 25                                      length 37
 //! 50 52 53 4e 43 43 54 4c                          magic "PRSNCCTL"
 //! 01 00 00 00                                      protocol version 1 (u32 LE)
-//! 12 00 00 00 00 00 00 00                          software string length 18 (u64 LE)
-//! 70 72 65 73 65 6e 63 65 63 74 6c 20 30 2e 31 2e 30 ...  "presencectl 0.1.0"
+//! 11 00 00 00 00 00 00 00                          software string length 17 (u64 LE)
+//! 70 72 65 73 65 6e 63 65 63 74 6c 20 30 2e 31 2e 30   "presencectl 0.1.0"
 //! ```
 //!
 //! Enums here are append-only: a new variant goes at the end, an existing one never changes
@@ -51,7 +51,11 @@ pub struct Hello {
 
 impl Hello {
     pub fn new(software: &str) -> Self {
-        Hello { magic: HELLO_MAGIC, version: PROTOCOL_VERSION, software: software.to_owned() }
+        Hello {
+            magic: HELLO_MAGIC,
+            version: PROTOCOL_VERSION,
+            software: software.to_owned(),
+        }
     }
 }
 
@@ -271,12 +275,17 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(stream: S) -> Self {
-        Conn { framed: Framed::new(stream, codec()) }
+        Conn {
+            framed: Framed::new(stream, codec()),
+        }
     }
 
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtoError> {
         let body = encode(value)?;
-        self.framed.send(bytes::Bytes::from(body)).await.map_err(ProtoError::Frame)
+        self.framed
+            .send(bytes::Bytes::from(body))
+            .await
+            .map_err(ProtoError::Frame)
     }
 
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, ProtoError> {
@@ -291,7 +300,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         limit: Duration,
     ) -> Result<T, ProtoError> {
-        tokio::time::timeout(limit, self.recv()).await.map_err(|_| ProtoError::Timeout)?
+        tokio::time::timeout(limit, self.recv())
+            .await
+            .map_err(|_| ProtoError::Timeout)?
     }
 
     pub fn into_inner(self) -> S {
@@ -358,9 +369,17 @@ mod tests {
     #[test]
     fn requests_layout() {
         golden(Request::Status, "00000000");
-        golden(Request::Posts { filter: PostFilter::Failed }, "0100000002000000");
         golden(
-            Request::PostAction { id: 7, action: PostAction::Retry },
+            Request::Posts {
+                filter: PostFilter::Failed,
+            },
+            "0100000002000000",
+        );
+        golden(
+            Request::PostAction {
+                id: 7,
+                action: PostAction::Retry,
+            },
             "02000000070000000000000002000000",
         );
         golden(Request::Poll, "03000000");
@@ -369,8 +388,11 @@ mod tests {
     #[test]
     fn responses_layout() {
         golden(
-            Response::Error(ErrorReply { kind: ErrorKind::NotFound, message: "x".into() }),
-            "00000000010000000100000000000000 78",
+            Response::Error(ErrorReply {
+                kind: ErrorKind::NotFound,
+                message: "x".into(),
+            }),
+            "0000000001000000010000000000000078",
         );
         golden(Response::Done("ok".into()), "0300000002000000000000006f6b");
         golden(
@@ -390,9 +412,9 @@ mod tests {
                     attempts: 4,
                 }],
             }]),
-            "020000000100000000000000010000000000000001000000000000006601000000000000\
-             0074010000000000000075020000000000000000010000000000000001000000000000\
-             00610300000000010300000000000000 04000000",
+            "02000000010000000000000001000000000000000100000000000000660100000000000000\
+             74010000000000000075020000000000000000010000000000000001000000000000006103\
+             000000000001030000000000000004000000",
         );
         golden(
             Response::Status(StatusReport {
@@ -405,8 +427,9 @@ mod tests {
                 accounts: vec![],
                 queue: QueueSummary::default(),
             }),
-            "010000000100000000000000760900000001000000000000000100000000000000730000\
-             00000000000000000000000000000000000000000000000000000000000000",
+            "01000000010000000000000076090000000100000000000000010000000000000073\
+             00000000000000000000000000000000000000000000000000000000000000000000\
+             00",
         );
     }
 

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use presencectl::proto::{self, Conn, ErrorKind, ErrorReply, Hello, ProtoError, Request, Response, ServerHello};
+use presencectl::proto::{
+    self, Conn, ErrorKind, ErrorReply, Hello, ProtoError, Request, Response, ServerHello,
+};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -37,14 +39,20 @@ pub enum BindError {
     #[error("{}: another presenced is listening there", .0.display())]
     InUse(PathBuf),
     #[error("{}: {op}: {source}", path.display())]
-    Io { path: PathBuf, op: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 impl Listener {
     /// The socket systemd passed us (socket activation), if any.
     pub fn from_systemd() -> io::Result<Option<Listener>> {
         let fds: Vec<_> = sd_notify::listen_fds()?.collect();
-        let Some(&fd) = fds.first() else { return Ok(None) };
+        let Some(&fd) = fds.first() else {
+            return Ok(None);
+        };
         #[allow(unsafe_code)]
         // SAFETY: systemd passes LISTEN_FDS descriptors starting at 3, open and owned by this
         // process from exec on; sd_notify checked LISTEN_PID. We take ownership exactly once
@@ -54,13 +62,22 @@ impl Listener {
             std::os::unix::net::UnixListener::from_raw_fd(fd)
         };
         std_listener.set_nonblocking(true)?;
-        Ok(Some(Listener { listener: UnixListener::from_std(std_listener)?, created: None }))
+        Ok(Some(Listener {
+            listener: UnixListener::from_std(std_listener)?,
+            created: None,
+        }))
     }
 
     /// Binds at `path`. A stale socket file (nobody answers on it) is replaced; a live one or
     /// a file that is not a socket is an error.
     pub fn bind(path: &Path, group: Option<&str>) -> Result<Listener, BindError> {
-        let err = |op| move |source| BindError::Io { path: path.to_owned(), op, source };
+        let err = |op| {
+            move |source| BindError::Io {
+                path: path.to_owned(),
+                op,
+                source,
+            }
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err("create directory"))?;
         }
@@ -88,7 +105,10 @@ impl Listener {
                 _ => tracing::warn!("control_group {name:?} does not exist"),
             }
         }
-        Ok(Listener { listener, created: Some(path.to_owned()) })
+        Ok(Listener {
+            listener,
+            created: Some(path.to_owned()),
+        })
     }
 }
 
@@ -108,7 +128,10 @@ impl Access {
                 None
             }
         });
-        Access { own_uid: nix::unistd::geteuid().as_raw(), group }
+        Access {
+            own_uid: nix::unistd::geteuid().as_raw(),
+            group,
+        }
     }
 
     pub fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
@@ -121,7 +144,9 @@ impl Access {
             }
             return Err(format!("uid {uid} may not use presenced (not root, not the daemon's user, not in group {name})"));
         }
-        Err(format!("uid {uid} may not use presenced (only root and the daemon's user may)"))
+        Err(format!(
+            "uid {uid} may not use presenced (only root and the daemon's user may)"
+        ))
     }
 }
 
@@ -129,7 +154,9 @@ fn user_in_group(uid: u32, gid: u32) -> bool {
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
         return false;
     };
-    let Ok(name) = std::ffi::CString::new(user.name) else { return false };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
     nix::unistd::getgrouplist(&name, user.gid)
         .map(|groups| groups.iter().any(|g| g.as_raw() == gid))
         .unwrap_or(false)
@@ -183,7 +210,11 @@ fn server_hello(refusal: Option<String>) -> ServerHello {
 
 async fn refuse(stream: UnixStream, why: String) {
     let mut conn = Conn::new(stream);
-    let _ = tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why)))).await;
+    let _ = tokio::time::timeout(
+        proto::HANDSHAKE_TIMEOUT,
+        conn.send(&server_hello(Some(why))),
+    )
+    .await;
 }
 
 async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Access) {
@@ -195,17 +226,26 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
         }
     };
     let mut conn = Conn::new(stream);
+    let hello = conn.recv_within::<Hello>(proto::HANDSHAKE_TIMEOUT).await;
     if let Err(why) = access.check(cred.uid(), cred.gid()) {
         tracing::warn!(uid = cred.uid(), "refused a client: {why}");
-        let _ = tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why)))).await;
+        let _ = tokio::time::timeout(
+            proto::HANDSHAKE_TIMEOUT,
+            conn.send(&server_hello(Some(why))),
+        )
+        .await;
         return;
     }
-    let hello: Hello = match conn.recv_within(proto::HANDSHAKE_TIMEOUT).await {
+    let hello = match hello {
         Ok(h) => h,
         Err(e) => {
             tracing::debug!("bad hello: {e}");
             let why = format!("expected a presencectl hello: {e}");
-            let _ = tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why)))).await;
+            let _ = tokio::time::timeout(
+                proto::HANDSHAKE_TIMEOUT,
+                conn.send(&server_hello(Some(why))),
+            )
+            .await;
             return;
         }
     };
@@ -237,7 +277,11 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
             }
         };
         let (tx, rx) = oneshot::channel();
-        if core.send(Event::Control { request, reply: tx }).await.is_err() {
+        if core
+            .send(Event::Control { request, reply: tx })
+            .await
+            .is_err()
+        {
             return;
         }
         let Ok(response) = rx.await else { return };

@@ -32,11 +32,28 @@ pub const INBOX: usize = 64;
 /// Everything that can make the core act. Every trigger is one arm of [`Core::handle`].
 #[derive(Debug)]
 pub enum Event {
-    Control { request: Request, reply: oneshot::Sender<Response> },
-    Feed { feed: String, report: FeedReport },
-    Announced { article: u64, account: String, outcome: Outcome },
-    AccountHealth { account: String, health: String, info: Option<AccountInfo> },
-    Reload { config: Box<Config>, reply: oneshot::Sender<()> },
+    Control {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Feed {
+        feed: String,
+        report: FeedReport,
+    },
+    Announced {
+        article: u64,
+        account: String,
+        outcome: Outcome,
+    },
+    AccountHealth {
+        account: String,
+        health: String,
+        info: Option<AccountInfo>,
+    },
+    Reload {
+        config: Box<Config>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// What the core knows about a running account beyond the state.
@@ -73,7 +90,9 @@ pub struct Core {
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core").field("config", &self.config.path).finish_non_exhaustive()
+        f.debug_struct("Core")
+            .field("config", &self.config.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,10 +199,16 @@ impl Core {
         match event {
             Event::Control { request, reply } => self.on_request(request, reply),
             Event::Feed { feed, report } => self.on_feed(&feed, report),
-            Event::Announced { article, account, outcome } => {
-                self.on_announced(article, &account, outcome)
-            }
-            Event::AccountHealth { account, health, info } => {
+            Event::Announced {
+                article,
+                account,
+                outcome,
+            } => self.on_announced(article, &account, outcome),
+            Event::AccountHealth {
+                account,
+                health,
+                info,
+            } => {
                 if let Some(acc) = self.accounts.get_mut(&account) {
                     acc.health = health;
                     if let Some(info) = info {
@@ -221,7 +246,12 @@ impl Core {
                 fs.last_error = Some(error);
                 fs.failures += 1;
             }
-            FeedResult::Items { items, etag, last_modified, moved_to } => {
+            FeedResult::Items {
+                items,
+                etag,
+                last_modified,
+                moved_to,
+            } => {
                 fs.last_error = None;
                 fs.failures = 0;
                 fs.etag = etag;
@@ -230,8 +260,12 @@ impl Core {
                     tracing::info!(feed = %url, "feed moved permanently to {to}");
                     fs.current_url = to;
                 }
-                let accounts: Vec<String> =
-                    self.config.accounts.iter().map(|a| a.name.clone()).collect();
+                let accounts: Vec<String> = self
+                    .config
+                    .accounts
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .collect();
                 let ingested = self.state.ingest(&feed, &accounts, items, now());
                 if ingested.baseline > 0 {
                     tracing::info!(feed = %url, "baseline: {} existing articles will not be announced", ingested.baseline);
@@ -252,7 +286,12 @@ impl Core {
                 acc.busy = None;
             }
         }
-        let link = self.state.articles.get(&article).map(|a| a.link.clone()).unwrap_or_default();
+        let link = self
+            .state
+            .articles
+            .get(&article)
+            .map(|a| a.link.clone())
+            .unwrap_or_default();
         match &outcome {
             Outcome::Posted { remote_id, url } => tracing::info!(
                 account = %account, article_url = %link, remote_id = %remote_id,
@@ -320,7 +359,9 @@ impl Core {
             if acc.busy.is_some() || self.in_flight_of(name).is_some() {
                 continue;
             }
-            let Some(id) = self.state.next_pending(name) else { continue };
+            let Some(id) = self.state.next_pending(name) else {
+                continue;
+            };
             let article = &self.state.articles[&id];
             let template = self
                 .config
@@ -365,8 +406,12 @@ impl Core {
     fn dispatch(&mut self) {
         let names: Vec<String> = self.accounts.keys().cloned().collect();
         for name in names {
-            let Some(id) = self.in_flight_of(&name) else { continue };
-            let Some(acc) = self.accounts.get_mut(&name) else { continue };
+            let Some(id) = self.in_flight_of(&name) else {
+                continue;
+            };
+            let Some(acc) = self.accounts.get_mut(&name) else {
+                continue;
+            };
             if acc.busy.is_some() || acc.rules.is_none() {
                 continue;
             }
@@ -400,12 +445,21 @@ impl Core {
                 AccountKind::Outbox => {
                     let path = self.config.state_dir.join("outbox.jsonl");
                     let net = network::outbox::Outbox::new(&name, path);
-                    self.tracker.spawn(network::run_worker(name.clone(), net, rx, core, cancel));
+                    self.tracker
+                        .spawn(network::run_worker(name.clone(), net, rx, core, cancel));
                     "starting".to_owned()
                 }
                 other => format!("{} accounts are not supported yet", other.as_str()),
             };
-            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None });
+            self.accounts.insert(
+                name,
+                Account {
+                    jobs,
+                    health,
+                    rules: None,
+                    busy: None,
+                },
+            );
         }
         for feed in self.config.feeds.clone() {
             let fs = self.state.feeds.get(&feed.url).cloned().unwrap_or_default();
@@ -450,7 +504,10 @@ impl Core {
     async fn stop(mut self) {
         self.children.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 5 s");
         }
         // Whatever arrived while stopping is recorded before the final save.
@@ -520,8 +577,12 @@ impl Core {
                     last_status: fs.and_then(|s| s.last_status.clone()),
                     last_error: fs.and_then(|s| s.last_error.clone()),
                     next_fetch: self.next_fetch.get(&f.url).copied(),
-                    articles: self.state.articles.values().filter(|a| a.feed == f.url).count()
-                        as u64,
+                    articles: self
+                        .state
+                        .articles
+                        .values()
+                        .filter(|a| a.feed == f.url)
+                        .count() as u64,
                     baseline_taken: fs.is_some_and(|s| s.baseline_taken),
                 }
             })
@@ -543,7 +604,11 @@ impl Core {
                     held: 0,
                     failed: 0,
                 };
-                for ann in self.state.articles.values().filter_map(|x| x.announcements.get(&a.name))
+                for ann in self
+                    .state
+                    .articles
+                    .values()
+                    .filter_map(|x| x.announcements.get(&a.name))
                 {
                     match ann.status {
                         AnnStatus::Posted { .. } => st.posted += 1,
@@ -591,11 +656,17 @@ impl Core {
         let mut out: Vec<ArticleView> = Vec::new();
         let total = self.state.articles.len();
         for (i, (id, a)) in self.state.articles.iter().enumerate() {
-            let views: Vec<AnnouncementView> =
-                a.announcements.iter().map(|(name, ann)| announcement_view(name, ann)).collect();
+            let views: Vec<AnnouncementView> = a
+                .announcements
+                .iter()
+                .map(|(name, ann)| announcement_view(name, ann))
+                .collect();
             let any = |s: &[AnnouncementState]| views.iter().any(|v| s.contains(&v.state));
             let only_baseline = a.announcements.values().all(|x| {
-                x.status == AnnStatus::Skipped { reason: state::SkipReason::Baseline }
+                x.status
+                    == AnnStatus::Skipped {
+                        reason: state::SkipReason::Baseline,
+                    }
             });
             let keep = match filter {
                 PostFilter::All => true,
@@ -628,7 +699,12 @@ impl Core {
 
     fn update_status_line(&mut self) {
         let (mut pending, mut held, mut failed) = (0, 0, 0);
-        for ann in self.state.articles.values().flat_map(|a| a.announcements.values()) {
+        for ann in self
+            .state
+            .articles
+            .values()
+            .flat_map(|a| a.announcements.values())
+        {
             match ann.status {
                 AnnStatus::Pending | AnnStatus::InFlight { .. } => pending += 1,
                 AnnStatus::Held { .. } => held += 1,
@@ -636,8 +712,12 @@ impl Core {
                 _ => {}
             }
         }
-        let open =
-            self.state.conversations.values().filter(|c| c.status == ConvStatus::Open).count();
+        let open = self
+            .state
+            .conversations
+            .values()
+            .filter(|c| c.status == ConvStatus::Open)
+            .count();
         let line = match &self.not_durable {
             Some(err) => format!("cannot write state, posting paused: {err}"),
             None => format!(

@@ -5,7 +5,7 @@
 //! its watchers and workers (drained with a deadline) and persists → remove the socket file
 //! if we created it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -42,8 +42,16 @@ pub async fn run(
     mut lifecycle: mpsc::Receiver<Lifecycle>,
 ) -> Result<(), StartError> {
     let store = Store::open(&config.state_dir)?;
-    let state = store.load()?.unwrap_or_default();
-    let first_start = state.feeds.is_empty() && state.articles.is_empty();
+    let (state, first_start) = match store.load()? {
+        Some(state) => (state, false),
+        None => {
+            // Written at once: proves the directory is writable before READY, and makes
+            // the first start a start like any other.
+            let state = crate::state::State::default();
+            store.save(&state)?;
+            (state, true)
+        }
+    };
     tracing::info!(
         state = %store.path().display(),
         "state loaded: {} articles, {} conversations{}",
@@ -91,12 +99,19 @@ pub async fn run(
     Ok(())
 }
 
-async fn reload(path: &PathBuf, env: &config::Env, events: &mpsc::Sender<Event>) {
+async fn reload(path: &Path, env: &config::Env, events: &mpsc::Sender<Event>) {
     notify::reloading();
     match config::load(path, env) {
         Ok(config) => {
             let (tx, rx) = oneshot::channel();
-            if events.send(Event::Reload { config: Box::new(config), reply: tx }).await.is_ok() {
+            if events
+                .send(Event::Reload {
+                    config: Box::new(config),
+                    reply: tx,
+                })
+                .await
+                .is_ok()
+            {
                 let _ = rx.await;
             }
         }

@@ -12,7 +12,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Parser)]
-#[command(name = "presenced", version, about = "Announces each new blog article exactly once")]
+#[command(
+    name = "presenced",
+    version,
+    about = "Announces each new blog article exactly once"
+)]
 struct Args {
     /// Configuration file (default: $PRESENCED_CONFIG, systemd's configuration directory,
     /// /etc/presenced/presenced.toml for root, else ~/.config/presenced/presenced.toml).
@@ -107,7 +111,8 @@ async fn start(config: config::Config, env: config::Env) -> anyhow::Result<()> {
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PRESENCED_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("PRESENCED_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()
@@ -119,6 +124,10 @@ fn init_logging() {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .init();
 }

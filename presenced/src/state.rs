@@ -78,12 +78,25 @@ pub struct Announcement {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AnnStatus {
     Pending,
-    Held { reason: HoldReason },
-    InFlight { since: Unix },
-    Posted { remote_id: String, url: Option<String>, at: Unix },
+    Held {
+        reason: HoldReason,
+    },
+    InFlight {
+        since: Unix,
+    },
+    Posted {
+        remote_id: String,
+        url: Option<String>,
+        at: Unix,
+    },
     /// `retry_at: None` waits for a human (`posts retry`).
-    Failed { error: String, retry_at: Option<Unix> },
-    Skipped { reason: SkipReason },
+    Failed {
+        error: String,
+        retry_at: Option<Unix>,
+    },
+    Skipped {
+        reason: SkipReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +177,11 @@ pub fn announcement_key(account: &str, feed: &str, identity: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl State {
@@ -183,7 +200,10 @@ impl State {
         let mut fresh: Vec<(usize, Candidate)> = Vec::new();
         for (order, item) in items.into_iter().enumerate() {
             let known = fs.seen_ids.contains(&item.identity)
-                || item.canonical_link.as_ref().is_some_and(|l| fs.seen_links.contains(l));
+                || item
+                    .canonical_link
+                    .as_ref()
+                    .is_some_and(|l| fs.seen_links.contains(l));
             // Remember both identities either way: a guid that changed while the link stayed
             // (or the reverse) is learned, so the next change is recognised too.
             fs.seen_ids.insert(item.identity.clone());
@@ -212,7 +232,9 @@ impl State {
                         released += 1;
                         AnnStatus::Pending
                     }
-                    _ => AnnStatus::Skipped { reason: SkipReason::Baseline },
+                    _ => AnnStatus::Skipped {
+                        reason: SkipReason::Baseline,
+                    },
                 }
             } else {
                 let too_old = match (item.published, newest_before) {
@@ -222,12 +244,16 @@ impl State {
                     _ => false,
                 };
                 if too_old {
-                    AnnStatus::Held { reason: HoldReason::TooOld }
+                    AnnStatus::Held {
+                        reason: HoldReason::TooOld,
+                    }
                 } else if released < feed.max_new_per_poll {
                     released += 1;
                     AnnStatus::Pending
                 } else {
-                    AnnStatus::Held { reason: HoldReason::TooMany }
+                    AnnStatus::Held {
+                        reason: HoldReason::TooMany,
+                    }
                 }
             };
             let id = self.add_article(&feed.url, accounts, item, &status, now);
@@ -284,7 +310,9 @@ impl State {
         self.articles
             .iter()
             .filter(|(_, a)| {
-                a.announcements.get(account).is_some_and(|x| x.status == AnnStatus::Pending)
+                a.announcements
+                    .get(account)
+                    .is_some_and(|x| x.status == AnnStatus::Pending)
             })
             .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), **id))
             .map(|(id, _)| *id)
@@ -304,7 +332,10 @@ impl State {
     }
 
     pub fn announcement_mut(&mut self, article: u64, account: &str) -> Option<&mut Announcement> {
-        self.articles.get_mut(&article)?.announcements.get_mut(account)
+        self.articles
+            .get_mut(&article)?
+            .announcements
+            .get_mut(account)
     }
 
     /// Pending → InFlight with the text fixed. Returns false if it was not pending.
@@ -323,22 +354,38 @@ impl State {
 
     /// Records what the network said about an in-flight announcement.
     pub fn finish(&mut self, article: u64, account: &str, outcome: Outcome, now: Unix) {
-        let Some(ann) = self.announcement_mut(article, account) else { return };
+        let Some(ann) = self.announcement_mut(article, account) else {
+            return;
+        };
         if !matches!(ann.status, AnnStatus::InFlight { .. }) {
             return;
         }
         match outcome {
             Outcome::Posted { remote_id, url } => {
-                ann.status = AnnStatus::Posted { remote_id, url, at: now };
+                ann.status = AnnStatus::Posted {
+                    remote_id,
+                    url,
+                    at: now,
+                };
                 ann.in_doubt = false;
             }
-            Outcome::Retry { error, after, in_doubt } => {
+            Outcome::Retry {
+                error,
+                after,
+                in_doubt,
+            } => {
                 ann.in_doubt |= in_doubt;
                 let wait = after.unwrap_or_else(|| backoff(ann.attempts));
-                ann.status = AnnStatus::Failed { error, retry_at: Some(now + wait) };
+                ann.status = AnnStatus::Failed {
+                    error,
+                    retry_at: Some(now + wait),
+                };
             }
             Outcome::GiveUp { error } => {
-                ann.status = AnnStatus::Failed { error, retry_at: None };
+                ann.status = AnnStatus::Failed {
+                    error,
+                    retry_at: None,
+                };
             }
         }
     }
@@ -348,7 +395,10 @@ impl State {
         let mut n = 0;
         for a in self.articles.values_mut() {
             for ann in a.announcements.values_mut() {
-                if let AnnStatus::Failed { retry_at: Some(t), .. } = ann.status {
+                if let AnnStatus::Failed {
+                    retry_at: Some(t), ..
+                } = ann.status
+                {
                     if t <= now {
                         ann.status = AnnStatus::Pending;
                         n += 1;
@@ -373,7 +423,10 @@ impl State {
 
     /// A human's decision about an article; returns how many announcements it changed.
     pub fn act(&mut self, article: u64, action: Action) -> Result<usize, ActError> {
-        let a = self.articles.get_mut(&article).ok_or(ActError::NoSuchArticle(article))?;
+        let a = self
+            .articles
+            .get_mut(&article)
+            .ok_or(ActError::NoSuchArticle(article))?;
         let mut changed = 0;
         for ann in a.announcements.values_mut() {
             let next = match (&ann.status, action) {
@@ -382,11 +435,16 @@ impl State {
                 (
                     AnnStatus::Held { .. } | AnnStatus::Pending | AnnStatus::Failed { .. },
                     Action::Skip,
-                ) => Some(AnnStatus::Skipped { reason: SkipReason::Human }),
+                ) => Some(AnnStatus::Skipped {
+                    reason: SkipReason::Human,
+                }),
                 // A baseline article can still be announced on purpose.
-                (AnnStatus::Skipped { reason: SkipReason::Baseline }, Action::Approve) => {
-                    Some(AnnStatus::Pending)
-                }
+                (
+                    AnnStatus::Skipped {
+                        reason: SkipReason::Baseline,
+                    },
+                    Action::Approve,
+                ) => Some(AnnStatus::Pending),
                 _ => None,
             };
             if let Some(next) = next {
@@ -404,9 +462,16 @@ impl State {
 /// What a network said about one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Posted { remote_id: String, url: Option<String> },
+    Posted {
+        remote_id: String,
+        url: Option<String>,
+    },
     /// Try again later; `in_doubt` if the attempt may have been posted.
-    Retry { error: String, after: Option<i64>, in_doubt: bool },
+    Retry {
+        error: String,
+        after: Option<i64>,
+        in_doubt: bool,
+    },
     /// Retrying cannot help (rejected content, revoked token): wait for a human.
     GiveUp { error: String },
 }
@@ -476,7 +541,10 @@ mod tests {
     }
 
     fn statuses(s: &State, account: &str) -> Vec<AnnStatus> {
-        s.articles.values().map(|a| a.announcements[account].status.clone()).collect()
+        s.articles
+            .values()
+            .map(|a| a.announcements[account].status.clone())
+            .collect()
     }
 
     #[test]
@@ -485,9 +553,10 @@ mod tests {
         let r = s.ingest(&feed(), &accounts(), (1..=5).map(item).collect(), 10);
         assert_eq!(r.baseline, 5);
         assert!(r.new.is_empty());
-        assert!(statuses(&s, "a")
-            .iter()
-            .all(|st| *st == AnnStatus::Skipped { reason: SkipReason::Baseline }));
+        assert!(statuses(&s, "a").iter().all(|st| *st
+            == AnnStatus::Skipped {
+                reason: SkipReason::Baseline
+            }));
         assert_eq!(s.next_pending("a"), None);
     }
 
@@ -515,7 +584,10 @@ mod tests {
         let mut again = item(2);
         again.identity = "new-guid-for-2".into();
         again.canonical_link = Some("https://blog/elsewhere".into());
-        assert!(s.ingest(&feed(), &accounts(), vec![again], 30).new.is_empty());
+        assert!(s
+            .ingest(&feed(), &accounts(), vec![again], 30)
+            .new
+            .is_empty());
     }
 
     #[test]
@@ -525,10 +597,20 @@ mod tests {
         let r = s.ingest(&feed(), &accounts(), (1..=10).map(item).collect(), 20);
         assert_eq!(r.new.len(), 3);
         assert_eq!(r.held.len(), 7);
-        let released: Vec<_> = r.new.iter().map(|id| s.articles[id].identity.clone()).collect();
+        let released: Vec<_> = r
+            .new
+            .iter()
+            .map(|id| s.articles[id].identity.clone())
+            .collect();
         assert_eq!(released, ["guid-10", "guid-9", "guid-8"]);
         assert_eq!(s.act(r.held[0], Action::Approve), Ok(2));
-        assert_eq!(s.act(r.held[0], Action::Approve), Err(ActError::NothingToDo { article: r.held[0], action: Action::Approve }));
+        assert_eq!(
+            s.act(r.held[0], Action::Approve),
+            Err(ActError::NothingToDo {
+                article: r.held[0],
+                action: Action::Approve
+            })
+        );
         assert_eq!(s.act(r.held[1], Action::Skip), Ok(2));
         assert_eq!(s.act(999, Action::Skip), Err(ActError::NoSuchArticle(999)));
     }
@@ -543,7 +625,9 @@ mod tests {
         assert_eq!(r.held.len(), 1);
         assert_eq!(
             s.articles[&r.held[0]].announcements["a"].status,
-            AnnStatus::Held { reason: HoldReason::TooOld }
+            AnnStatus::Held {
+                reason: HoldReason::TooOld
+            }
         );
     }
 
@@ -569,7 +653,11 @@ mod tests {
         s.finish(
             id,
             "a",
-            Outcome::Retry { error: "503".into(), after: None, in_doubt: true },
+            Outcome::Retry {
+                error: "503".into(),
+                after: None,
+                in_doubt: true,
+            },
             40,
         );
         assert_eq!(s.next_retry(), Some(40 + backoff(1)));
@@ -579,7 +667,15 @@ mod tests {
         let ann = &s.articles[&id].announcements["a"];
         assert_eq!(ann.text.as_deref(), Some("first text"));
         assert!(ann.in_doubt);
-        s.finish(id, "a", Outcome::Posted { remote_id: "1".into(), url: None }, 110);
+        s.finish(
+            id,
+            "a",
+            Outcome::Posted {
+                remote_id: "1".into(),
+                url: None,
+            },
+            110,
+        );
         let ann = &s.articles[&id].announcements["a"];
         assert!(matches!(ann.status, AnnStatus::Posted { at: 110, .. }));
         assert!(!ann.in_doubt);

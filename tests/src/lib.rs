@@ -53,8 +53,14 @@ impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        NotifySocket { path, socket, messages: Vec::new() }
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        NotifySocket {
+            path,
+            socket,
+            messages: Vec::new(),
+        }
     }
 
     /// Reads until a message containing `needle` arrives (true) or `limit` passes (false).
@@ -92,7 +98,9 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
+        Sandbox {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -173,10 +181,15 @@ impl Sandbox {
 
     pub fn start_with(&self, mut cmd: Command) -> Daemon {
         let child = cmd.spawn().expect("spawn presenced");
-        let daemon = Daemon { child: Some(child), socket: self.socket() };
+        let daemon = Daemon {
+            child: Some(child),
+            socket: self.socket(),
+        };
         let socket = self.socket();
         assert!(
-            wait_until(Duration::from_secs(10), || ctl_at(&socket, &["status"]).status.success()),
+            wait_until(Duration::from_secs(10), || ctl_at(&socket, &["status"])
+                .status
+                .success()),
             "presenced did not answer on {}",
             socket.display()
         );
@@ -192,7 +205,11 @@ impl Sandbox {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.ctl(&all);
-        assert!(out.status.success(), "presencectl {args:?} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "presencectl {args:?} failed: {}",
+            text(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("presencectl --json prints JSON")
     }
 }

@@ -31,7 +31,9 @@ pub enum FeedResult {
         last_modified: Option<String>,
         moved_to: Option<String>,
     },
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug)]
@@ -60,7 +62,10 @@ impl Watcher {
                 result,
                 next_fetch: now() + wait.as_secs() as i64,
             };
-            let event = Event::Feed { feed: self.feed.url.clone(), report };
+            let event = Event::Feed {
+                feed: self.feed.url.clone(),
+                report,
+            };
             if self.core.send(event).await.is_err() {
                 return;
             }
@@ -74,19 +79,22 @@ impl Watcher {
 
     /// One fetch and parse; returns the status, the result and how long to wait.
     async fn check(&mut self) -> (String, FeedResult, Duration) {
-        let validators =
-            Validators { etag: self.etag.clone(), last_modified: self.last_modified.clone() };
+        let validators = Validators {
+            etag: self.etag.clone(),
+            last_modified: self.last_modified.clone(),
+        };
         let fetched = tokio::select! {
             f = fetch::fetch(&self.http, &self.current_url, &validators, self.feed.max_bytes) => f,
             () = self.cancel.cancelled() => {
                 return ("cancelled".into(), FeedResult::Failed { error: "cancelled".into() }, Duration::ZERO)
             }
         };
-        let failed = |me: &mut Self, status: String, error: String, retry_after: Option<Duration>| {
-            me.failures += 1;
-            let wait = retry_after.unwrap_or_else(|| me.backoff());
-            (status, FeedResult::Failed { error }, wait)
-        };
+        let failed =
+            |me: &mut Self, status: String, error: String, retry_after: Option<Duration>| {
+                me.failures += 1;
+                let wait = retry_after.unwrap_or_else(|| me.backoff());
+                (status, FeedResult::Failed { error }, wait)
+            };
         let fetch = match fetched {
             Ok(f) => f,
             Err(e) => {
@@ -106,7 +114,12 @@ impl Watcher {
                 self.failures = 0;
                 (fetch.status, FeedResult::NotModified, self.feed.interval)
             }
-            Fetched::Body { bytes, content_type, validators, url } => {
+            Fetched::Body {
+                bytes,
+                content_type,
+                validators,
+                url,
+            } => {
                 let parsed = tokio::task::spawn_blocking(move || {
                     presence_feed::parse(&bytes, &url, content_type.as_deref())
                 })

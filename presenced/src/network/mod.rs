@@ -47,7 +47,10 @@ pub struct AccountInfo {
 pub enum NetError {
     /// Worth retrying later; the request certainly did not post anything.
     #[error("{message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The request may or may not have posted (timeout, connection lost after sending).
     #[error("{message} (outcome unknown)")]
     InDoubt { message: String },
@@ -100,7 +103,15 @@ pub async fn run_worker<N: Network>(
             Err(err) => {
                 tracing::warn!(account = %account, "account cannot start: {err}");
                 let health = err.to_string();
-                if core.send(Event::AccountHealth { account: account.clone(), health, info: None }).await.is_err() {
+                if core
+                    .send(Event::AccountHealth {
+                        account: account.clone(),
+                        health,
+                        info: None,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::select! {
@@ -111,7 +122,11 @@ pub async fn run_worker<N: Network>(
             }
         }
     };
-    let ready = Event::AccountHealth { account: account.clone(), health: "ok".into(), info: Some(info) };
+    let ready = Event::AccountHealth {
+        account: account.clone(),
+        health: "ok".into(),
+        info: Some(info),
+    };
     if core.send(ready).await.is_err() {
         return;
     }
@@ -127,7 +142,11 @@ pub async fn run_worker<N: Network>(
                     o = announce(&mut network, &post) => o,
                     () = cancel.cancelled() => return,
                 };
-                let event = Event::Announced { article: post.article, account: account.clone(), outcome };
+                let event = Event::Announced {
+                    article: post.article,
+                    account: account.clone(),
+                    outcome,
+                };
                 if core.send(event).await.is_err() {
                     return;
                 }
@@ -140,26 +159,41 @@ async fn announce<N: Network>(network: &mut N, post: &Post) -> Outcome {
     if post.in_doubt {
         match network.find_post(post).await {
             Ok(Some(found)) => {
-                return Outcome::Posted { remote_id: found.remote_id, url: found.url };
+                return Outcome::Posted {
+                    remote_id: found.remote_id,
+                    url: found.url,
+                };
             }
             Ok(None) => {}
             Err(err) => return outcome_of(err),
         }
     }
     match network.post(post).await {
-        Ok(posted) => Outcome::Posted { remote_id: posted.remote_id, url: posted.url },
+        Ok(posted) => Outcome::Posted {
+            remote_id: posted.remote_id,
+            url: posted.url,
+        },
         Err(err) => outcome_of(err),
     }
 }
 
 fn outcome_of(err: NetError) -> Outcome {
     match err {
-        NetError::Transient { message, retry_after } => Outcome::Retry {
+        NetError::Transient {
+            message,
+            retry_after,
+        } => Outcome::Retry {
             error: message,
             after: retry_after.map(|d| d.as_secs() as i64),
             in_doubt: false,
         },
-        NetError::InDoubt { message } => Outcome::Retry { error: message, after: None, in_doubt: true },
-        e @ (NetError::Rejected(_) | NetError::Unauthorized(_)) => Outcome::GiveUp { error: e.to_string() },
+        NetError::InDoubt { message } => Outcome::Retry {
+            error: message,
+            after: None,
+            in_doubt: true,
+        },
+        e @ (NetError::Rejected(_) | NetError::Unauthorized(_)) => Outcome::GiveUp {
+            error: e.to_string(),
+        },
     }
 }

@@ -37,7 +37,12 @@ struct Line {
 
 impl Outbox {
     pub fn new(account: &str, path: PathBuf) -> Outbox {
-        Outbox { account: account.to_owned(), path, keys: HashMap::new(), lines: 0 }
+        Outbox {
+            account: account.to_owned(),
+            path,
+            keys: HashMap::new(),
+            lines: 0,
+        }
     }
 
     fn fail(&self, op: &str, e: impl std::fmt::Display) -> NetError {
@@ -64,7 +69,9 @@ impl Outbox {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = reader.read_until(b'\n', &mut buf).map_err(|e| self.fail("read", e))?;
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|e| self.fail("read", e))?;
             if n == 0 || buf.last() != Some(&b'\n') {
                 break;
             }
@@ -77,21 +84,27 @@ impl Outbox {
         drop(reader);
         if file.metadata().map_err(|e| self.fail("stat", e))?.len() != good_len {
             tracing::warn!(path = %self.path.display(), "cutting a torn last line off the outbox");
-            file.set_len(good_len).map_err(|e| self.fail("truncate", e))?;
+            file.set_len(good_len)
+                .map_err(|e| self.fail("truncate", e))?;
             file.sync_all().map_err(|e| self.fail("fsync", e))?;
         }
         Ok(())
     }
 
     fn posted(&self, line: usize) -> Posted {
-        Posted { remote_id: format!("line {line}"), url: None }
+        Posted {
+            remote_id: format!("line {line}"),
+            url: None,
+        }
     }
 }
 
 impl Network for Outbox {
     async fn start(&mut self) -> Result<AccountInfo, NetError> {
         self.load()?;
-        Ok(AccountInfo { rules: Rules::outbox() })
+        Ok(AccountInfo {
+            rules: Rules::outbox(),
+        })
     }
 
     async fn post(&mut self, post: &Post) -> Result<Posted, NetError> {
