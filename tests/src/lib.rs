@@ -179,13 +179,26 @@ impl Sandbox {
         self.start_with(self.daemon_command())
     }
 
-    pub fn start_with(&self, mut cmd: Command) -> Daemon {
+    pub fn start_with(&self, cmd: Command) -> Daemon {
+        self.start_on(cmd, self.socket())
+    }
+
+    /// Starts the daemon without waiting for it (for killing it at a random moment).
+    pub fn spawn(&self) -> Daemon {
+        let child = self.daemon_command().spawn().expect("spawn presenced");
+        Daemon {
+            child: Some(child),
+            socket: self.socket(),
+        }
+    }
+
+    /// Starts `cmd` and waits until it answers on `socket`.
+    pub fn start_on(&self, mut cmd: Command, socket: PathBuf) -> Daemon {
         let child = cmd.spawn().expect("spawn presenced");
         let daemon = Daemon {
             child: Some(child),
-            socket: self.socket(),
+            socket: socket.clone(),
         };
-        let socket = self.socket();
         assert!(
             wait_until(Duration::from_secs(10), || ctl_at(&socket, &["status"])
                 .status
