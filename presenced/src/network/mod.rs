@@ -7,6 +7,7 @@
 
 pub mod outbox;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -41,16 +42,65 @@ pub struct Posted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountInfo {
     pub rules: Rules,
+    /// The account's own handle as others write it (`alice@example.social`).
+    pub handle: String,
+    /// How often to fetch mentions; `None` for an account that receives none (outbox).
+    pub mention_interval: Option<Duration>,
+}
+
+/// One message that arrived on the network: a mention, a reply or a quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The network's id of this message (status id, post URI, ...): stored exactly once.
+    pub remote_id: String,
+    /// The network's id of the thread's root post: one conversation per thread.
+    pub thread: String,
+    /// The post it answers, if any.
+    pub in_reply_to: Option<String>,
+    /// Handle of the author, as one would @mention them (`bob@other.host`).
+    pub author: String,
+    pub display_name: String,
+    /// Plain text (HTML rendered to text, links kept).
+    pub text: String,
+    /// Unix seconds.
+    pub at: i64,
+    pub url: Option<String>,
+    /// The network's visibility of the message (`public`, `unlisted`, `private`, `direct`).
+    pub visibility: Option<String>,
+}
+
+/// The result of one mention fetch: new messages, oldest first, and the cursors to store
+/// together with them (in the same durable write).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mentions {
+    pub items: Vec<Incoming>,
+    pub cursors: BTreeMap<String, String>,
+}
+
+/// An answer the human wrote, fully decided by the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub conversation: u64,
+    /// Stable for this answer across restarts; used like an announcement key.
+    pub key: String,
+    /// The text as the human wrote it; the adapter adds what its network needs (Mastodon
+    /// prepends `@author`) unless it is already there.
+    pub text: String,
+    /// The message being answered.
+    pub in_reply_to: String,
+    pub thread: String,
+    /// Handle of the person answered.
+    pub to: String,
+    pub visibility: Option<String>,
+    /// An earlier attempt may have gone through: look for it before posting again.
+    pub in_doubt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetError {
     /// Worth retrying later; the request certainly did not post anything.
     #[error("{message}")]
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Transient { message: String, retry_after: Option<Duration> },
     /// The request may or may not have posted (timeout, connection lost after sending).
     #[error("{message} (outcome unknown)")]
     InDoubt { message: String },
@@ -62,7 +112,8 @@ pub enum NetError {
     Unauthorized(String),
 }
 
-/// One account on one network. Implementations are thin adapters over the network's API.
+/// One account on one network. Implementations are thin adapters over the network's API;
+/// they never see the state, only what the core hands them.
 pub trait Network: Send + 'static {
     /// Checks the credentials and learns the account's limits.
     fn start(&mut self) -> impl Future<Output = Result<AccountInfo, NetError>> + Send;
@@ -75,6 +126,34 @@ pub trait Network: Send + 'static {
         &mut self,
         post: &Post,
     ) -> impl Future<Output = Result<Option<Posted>, NetError>> + Send;
+    /// Messages that arrived after `cursors` (as returned by the previous fetch, empty the
+    /// first time), plus replies in the threads of `watch` (our recent posts' remote ids)
+    /// that did not notify us. May return messages already seen: the core drops those.
+    fn fetch_mentions(
+        &mut self,
+        _cursors: &BTreeMap<String, String>,
+        _watch: &[String],
+    ) -> impl Future<Output = Result<Mentions, NetError>> + Send {
+        async { Ok(Mentions::default()) }
+    }
+    /// A live stream's nudges: each message means "fetch mentions now". Taken once, after
+    /// `start`; the adapter reconnects by itself and nudges after each reconnect so that
+    /// nothing sent while it was away is missed.
+    fn take_wakeups(&mut self) -> Option<mpsc::Receiver<()>> {
+        None
+    }
+    /// Posts the human's answer in its thread, exactly once per key where the network
+    /// allows that to be guaranteed.
+    fn reply(&mut self, _reply: &Reply) -> impl Future<Output = Result<Posted, NetError>> + Send {
+        async { Err(NetError::Rejected("this account cannot answer".into())) }
+    }
+    /// Looks for an earlier attempt of this answer; `Ok(None)` is a proven absence.
+    fn find_reply(
+        &mut self,
+        _reply: &Reply,
+    ) -> impl Future<Output = Result<Option<Posted>, NetError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// Work the core hands to an account's worker.

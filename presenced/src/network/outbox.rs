@@ -104,6 +104,8 @@ impl Network for Outbox {
         self.load()?;
         Ok(AccountInfo {
             rules: Rules::outbox(),
+            handle: self.account.clone(),
+            mention_interval: None,
         })
     }
 
