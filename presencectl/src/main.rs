@@ -7,8 +7,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use presencectl::client::{Client, ClientError};
 use presencectl::proto::{
-    self, ArticleView, PostAction, PostFilter, Request, Response, StatusReport,
+    self, AnnouncementState, ArticleView, ConversationDetail, ConversationFilter, ConversationView,
+    MessageView, PostAction, PostFilter, Request, Response, StatusReport,
 };
+
+mod editor;
+mod when;
 use serde_json::{json, Value};
 
 /// Exit codes (contract): 0 ok, 1 refused by the daemon, 2 usage (clap), 69 unreachable.
@@ -16,11 +20,7 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "presencectl",
-    version,
-    about = "Talk to presenced: announcements, status"
-)]
+#[command(name = "presencectl", version, about = "Talk to presenced: announcements, status")]
 struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "PRESENCECTL_SOCKET")]
@@ -40,6 +40,40 @@ enum Command {
     Posts(PostsArgs),
     /// Check all feeds now.
     Poll,
+    /// Conversations: open ones by default, oldest waiting first.
+    List(ListArgs),
+    /// A whole conversation, oldest message first.
+    Show { id: String },
+    /// Reply in the conversation's thread: TEXT, `-` for standard input, or nothing to
+    /// write it in $VISUAL/$EDITOR.
+    Answer { id: String, text: Option<String> },
+    /// Hide a conversation until later: 2h, 3d, tomorrow, "tomorrow 14:00",
+    /// "2026-12-01 09:00" (local time). A new message brings it back earlier.
+    Snooze {
+        id: String,
+        #[arg(required_unless_present = "until")]
+        duration: Option<String>,
+        /// Snooze until this local time instead.
+        #[arg(long, conflicts_with = "duration")]
+        until: Option<String>,
+    },
+    /// Finish a conversation.
+    Done { id: String },
+    /// Put a snoozed or finished conversation back in the queue.
+    Reopen { id: String },
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Every conversation.
+    #[arg(long, conflicts_with_all = ["snoozed", "done"])]
+    all: bool,
+    /// Only snoozed ones.
+    #[arg(long, conflicts_with = "done")]
+    snoozed: bool,
+    /// Only finished ones.
+    #[arg(long)]
+    done: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,15 +113,10 @@ fn main() -> ExitCode {
     let socket = cli.socket.clone().unwrap_or_else(|| {
         proto::default_socket_path(
             nix::unistd::geteuid().is_root(),
-            std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .as_deref(),
+            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).as_deref(),
         )
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("presencectl: cannot start: {e}");
@@ -96,7 +125,12 @@ fn main() -> ExitCode {
     };
     let answer = runtime.block_on(async {
         let mut client = Client::connect(&socket).await?;
-        client.call(&request).await
+        match request {
+            Request::Answer { id, text } if text.is_empty() => {
+                answer_in_editor(&mut client, id).await
+            }
+            request => client.call(&request).await,
+        }
     });
     match answer {
         Ok(Response::Error(err)) => {
@@ -127,19 +161,38 @@ fn request_for(command: &Command) -> Result<Request, String> {
     Ok(match command {
         Command::Status => Request::Status,
         Command::Poll => Request::Poll,
+        Command::List(args) => Request::ListConversations {
+            filter: if args.all {
+                ConversationFilter::All
+            } else if args.snoozed {
+                ConversationFilter::Snoozed
+            } else if args.done {
+                ConversationFilter::Done
+            } else {
+                ConversationFilter::Open
+            },
+        },
+        Command::Show { id } => Request::ShowConversation { id: conversation_id(id)? },
+        Command::Answer { id, text } => {
+            Request::Answer { id: conversation_id(id)?, text: answer_text(text.as_deref())? }
+        }
+        Command::Snooze { id, duration, until } => {
+            let spec = until.as_deref().or(duration.as_deref()).unwrap_or_default();
+            let until = when::parse(spec, chrono::Local::now())?;
+            Request::Snooze { id: conversation_id(id)?, until }
+        }
+        Command::Done { id } => Request::Done { id: conversation_id(id)? },
+        Command::Reopen { id } => Request::Reopen { id: conversation_id(id)? },
         Command::Posts(args) => match &args.action {
-            Some(PostsAction::Approve { id }) => Request::PostAction {
-                id: article_id(id)?,
-                action: PostAction::Approve,
-            },
-            Some(PostsAction::Skip { id }) => Request::PostAction {
-                id: article_id(id)?,
-                action: PostAction::Skip,
-            },
-            Some(PostsAction::Retry { id }) => Request::PostAction {
-                id: article_id(id)?,
-                action: PostAction::Retry,
-            },
+            Some(PostsAction::Approve { id }) => {
+                Request::PostAction { id: article_id(id)?, action: PostAction::Approve }
+            }
+            Some(PostsAction::Skip { id }) => {
+                Request::PostAction { id: article_id(id)?, action: PostAction::Skip }
+            }
+            Some(PostsAction::Retry { id }) => {
+                Request::PostAction { id: article_id(id)?, action: PostAction::Retry }
+            }
             None => Request::Posts {
                 filter: if args.pending {
                     PostFilter::Pending
@@ -155,12 +208,66 @@ fn request_for(command: &Command) -> Result<Request, String> {
     })
 }
 
+/// Conversation ids print as `c7`; the bare number is accepted too.
+fn conversation_id(text: &str) -> Result<u64, String> {
+    let digits = text.strip_prefix('c').unwrap_or(text);
+    digits.parse().map_err(|_| format!("not a conversation id: {text:?} (expected e.g. c7)"))
+}
+
+/// The answer's text: given, read from standard input (`-`), or written in an editor.
+fn answer_text(given: Option<&str>) -> Result<String, String> {
+    let text = match given {
+        Some("-") => {
+            let mut buf = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| format!("reading the answer from standard input: {e}"))?;
+            buf
+        }
+        Some(text) => text.to_owned(),
+        // Written in the editor once the thread is known (see `answer_in_editor`).
+        None => return Ok(String::new()),
+    };
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err("empty answer: nothing sent".into());
+    }
+    Ok(text)
+}
+
+/// `answer ID` without text: show the thread in the editor, then send what was written.
+async fn answer_in_editor(client: &mut Client, id: u64) -> Result<Response, ClientError> {
+    let detail = match client.call(&Request::ShowConversation { id }).await? {
+        Response::Conversation(detail) => detail,
+        other => return Ok(other),
+    };
+    let mut quoted = format!("Answering c{id} on {}.", detail.conversation.account);
+    if let Some(limit) = detail.answer_limit {
+        quoted.push_str(&format!(" Up to {limit} characters, with the @mention."));
+    }
+    quoted.push_str(" Lines starting with # are dropped; an empty answer sends nothing.\n");
+    for m in &detail.messages {
+        let who = if m.mine { "you" } else { m.author.as_str() };
+        quoted.push_str(&format!("\n{who}, {}:\n", local(m.at)));
+        for line in m.text.lines() {
+            quoted.push_str(&format!("  {line}\n"));
+        }
+    }
+    let text = match editor::compose(&quoted) {
+        Ok(text) if !text.is_empty() => text,
+        Ok(_) => return Ok(Response::Error(refusal("empty answer: nothing sent"))),
+        Err(e) => return Ok(Response::Error(refusal(&e))),
+    };
+    client.call(&Request::Answer { id, text }).await
+}
+
+fn refusal(message: &str) -> proto::ErrorReply {
+    proto::ErrorReply { kind: proto::ErrorKind::Refused, message: message.to_owned() }
+}
+
 /// Article ids print as `a12`; the bare number is accepted too.
 fn article_id(text: &str) -> Result<u64, String> {
     let digits = text.strip_prefix('a').unwrap_or(text);
-    digits
-        .parse()
-        .map_err(|_| format!("not an article id: {text:?} (expected e.g. a12)"))
+    digits.parse().map_err(|_| format!("not an article id: {text:?} (expected e.g. a12)"))
 }
 
 fn print_response(response: &Response, as_json: bool) {
@@ -168,15 +275,18 @@ fn print_response(response: &Response, as_json: bool) {
         Response::Status(report) if as_json => println!("{:#}", status_json(report)),
         Response::Status(report) => print_status(report),
         Response::Posts(articles) if as_json => {
-            println!(
-                "{:#}",
-                Value::Array(articles.iter().map(article_json).collect())
-            )
+            println!("{:#}", Value::Array(articles.iter().map(article_json).collect()))
         }
         Response::Posts(articles) => print_posts(articles),
         Response::Done(message) if as_json => println!("{:#}", json!({ "ok": message })),
         Response::Done(message) => println!("{message}"),
         Response::Error(err) => eprintln!("presencectl: {}", err.message),
+        Response::Conversations(list) if as_json => {
+            println!("{:#}", Value::Array(list.iter().map(conversation_json).collect()))
+        }
+        Response::Conversations(list) => print_conversations(list),
+        Response::Conversation(detail) if as_json => println!("{:#}", detail_json(detail)),
+        Response::Conversation(detail) => print_conversation(detail),
     }
 }
 
@@ -245,12 +355,7 @@ fn status_json(r: &StatusReport) -> Value {
 }
 
 fn print_status(r: &StatusReport) {
-    println!(
-        "presenced {} (pid {}), up since {}",
-        r.version,
-        r.pid,
-        relative(r.started_at)
-    );
+    println!("presenced {} (pid {}), up since {}", r.version, r.pid, relative(r.started_at));
     println!("state: {}", r.state_file);
     if let Some(err) = &r.state_error {
         println!("  NOT DURABLE, posting paused: {err}");
@@ -259,10 +364,7 @@ fn print_status(r: &StatusReport) {
     for f in &r.feeds {
         let fetched = f.last_fetch.map_or("never fetched".to_owned(), relative);
         let status = f.last_status.as_deref().unwrap_or("-");
-        println!(
-            "  {}  {} articles, last fetch {fetched} ({status})",
-            f.url, f.articles
-        );
+        println!("  {}  {} articles, last fetch {fetched} ({status})", f.url, f.articles);
         if f.current_url != f.url {
             println!("    moved to {}", f.current_url);
         }
@@ -306,6 +408,114 @@ fn article_json(a: &ArticleView) -> Value {
     })
 }
 
+fn message_json(m: &MessageView) -> Value {
+    json!({
+        "author": m.author,
+        "display_name": m.display_name,
+        "text": m.text,
+        "at": rfc3339(m.at),
+        "url": m.url,
+        "mine": m.mine,
+        "delivery": m.delivery.map(|d| d.as_str()),
+        "error": m.error,
+    })
+}
+
+fn conversation_json(c: &ConversationView) -> Value {
+    json!({
+        "id": format!("c{}", c.id),
+        "account": c.account,
+        "status": c.status.as_str(),
+        "participants": c.participants,
+        "waiting_since": opt_time(c.waiting_since),
+        "snoozed_until": opt_time(c.snoozed_until),
+        "last_message": c.last_message.as_ref().map(message_json),
+    })
+}
+
+fn detail_json(d: &ConversationDetail) -> Value {
+    let mut v = conversation_json(&d.conversation);
+    v["messages"] = Value::Array(d.messages.iter().map(message_json).collect());
+    v["answer_limit"] = json!(d.answer_limit);
+    v
+}
+
+/// Width of the terminal, so that "last words" fit on one line.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+}
+
+fn one_line(text: &str, width: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= width {
+        return flat;
+    }
+    let mut cut: String = flat.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn print_conversations(list: &[ConversationView]) {
+    if list.is_empty() {
+        println!("nobody is waiting");
+        return;
+    }
+    let width = terminal_width();
+    for c in list {
+        let who = c.participants.join(", ");
+        let since = match (c.waiting_since, c.snoozed_until) {
+            (_, Some(until)) => format!("snoozed until {}", local(until)),
+            (Some(t), None) => format!("waiting {}", relative(t).trim_end_matches(" ago")),
+            (None, None) => "answered".to_owned(),
+        };
+        let head =
+            format!("c{:<4} {:<10} {:<24} {:<16} ", c.id, c.account, one_line(&who, 24), since);
+        let words = c.last_message.as_ref().map_or(String::new(), |m| {
+            let who = if m.mine { "you" } else { m.author.as_str() };
+            format!("{who}: {}", m.text)
+        });
+        let room = width.saturating_sub(head.chars().count()).max(10);
+        println!("{head}{}", one_line(&words, room));
+    }
+}
+
+fn print_conversation(d: &ConversationDetail) {
+    let c = &d.conversation;
+    println!("c{} on {} ({})", c.id, c.account, c.status.as_str());
+    for m in &d.messages {
+        let who = if m.mine {
+            "you".to_owned()
+        } else if m.display_name.is_empty() {
+            m.author.clone()
+        } else {
+            format!("{} ({})", m.display_name, m.author)
+        };
+        let state = match (m.delivery, &m.error) {
+            (Some(d), Some(e)) => format!(" [{}: {e}]", d.as_str()),
+            (Some(d), None) if d != AnnouncementState::Posted => format!(" [{}]", d.as_str()),
+            _ => String::new(),
+        };
+        println!();
+        println!("{who}, {}{state}", local(m.at));
+        for line in m.text.lines() {
+            println!("  {line}");
+        }
+        if let Some(url) = &m.url {
+            println!("  <{url}>");
+        }
+    }
+    if let Some(limit) = d.answer_limit {
+        println!();
+        println!("answer with: presencectl answer c{} \"...\" (up to {limit} characters)", c.id);
+    }
+}
+
+fn local(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
 fn print_posts(articles: &[ArticleView]) {
     if articles.is_empty() {
         println!("no announcements to show");
@@ -315,11 +525,7 @@ fn print_posts(articles: &[ArticleView]) {
         println!("a{}  {}  (seen {})", a.id, a.title, relative(a.first_seen));
         println!("     {}", a.url);
         for s in &a.accounts {
-            let extra = s
-                .remote_url
-                .as_deref()
-                .or(s.detail.as_deref())
-                .unwrap_or("");
+            let extra = s.remote_url.as_deref().or(s.detail.as_deref()).unwrap_or("");
             println!("     {:<12} {:<9} {extra}", s.account, s.state.as_str());
         }
     }

@@ -83,6 +83,22 @@ pub enum Request {
     Posts { filter: PostFilter },
     PostAction { id: u64, action: PostAction },
     Poll,
+    ListConversations { filter: ConversationFilter },
+    ShowConversation { id: u64 },
+    /// Posts the answer and replies once the network has answered (or the attempt failed).
+    Answer { id: u64, text: String },
+    /// Until a unix time, computed by the client in the human's time zone.
+    Snooze { id: u64, until: i64 },
+    Done { id: u64 },
+    Reopen { id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationFilter {
+    Open,
+    Snoozed,
+    Done,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +128,61 @@ pub enum Response {
     Posts(Vec<ArticleView>),
     /// A one-line confirmation of an action.
     Done(String),
+    Conversations(Vec<ConversationView>),
+    Conversation(ConversationDetail),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub id: u64,
+    pub account: String,
+    pub status: ConversationState,
+    /// Handles of everyone else in the thread, first speaker first.
+    pub participants: Vec<String>,
+    /// Since when the human owes an answer, if they do.
+    pub waiting_since: Option<i64>,
+    pub snoozed_until: Option<i64>,
+    pub last_message: Option<MessageView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationDetail {
+    pub conversation: ConversationView,
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+    /// The longest answer the account accepts, as its network counts, if known.
+    pub answer_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub author: String,
+    pub display_name: String,
+    pub text: String,
+    pub at: i64,
+    pub url: Option<String>,
+    pub mine: bool,
+    /// For the human's answers: how far it got.
+    pub delivery: Option<AnnouncementState>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationState {
+    Open,
+    Snoozed,
+    Done,
+}
+
+impl ConversationState {
+    /// The stable name used in `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationState::Open => "open",
+            ConversationState::Snoozed => "snoozed",
+            ConversationState::Done => "done",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,6 +454,21 @@ mod tests {
             "02000000070000000000000002000000",
         );
         golden(Request::Poll, "03000000");
+        golden(
+            Request::ListConversations { filter: ConversationFilter::Snoozed },
+            "0400000001000000",
+        );
+        golden(Request::ShowConversation { id: 3 }, "050000000300000000000000");
+        golden(
+            Request::Answer { id: 3, text: "hi".into() },
+            "06000000030000000000000002000000000000006869",
+        );
+        golden(
+            Request::Snooze { id: 3, until: 256 },
+            "0700000003000000000000000001000000000000",
+        );
+        golden(Request::Done { id: 3 }, "080000000300000000000000");
+        golden(Request::Reopen { id: 3 }, "090000000300000000000000");
     }
 
     #[test]
@@ -395,6 +481,41 @@ mod tests {
             "0000000001000000010000000000000078",
         );
         golden(Response::Done("ok".into()), "0300000002000000000000006f6b");
+        let view = ConversationView {
+            id: 1,
+            account: "m".into(),
+            status: ConversationState::Snoozed,
+            participants: vec!["a".into()],
+            waiting_since: None,
+            snoozed_until: Some(2),
+            last_message: None,
+        };
+        golden(
+            Response::Conversations(vec![view.clone()]),
+            "04000000010000000000000001000000000000000100000000000000\
+             6d01000000010000000000000001000000000000006100\
+             01020000000000000000",
+        );
+        golden(
+            Response::Conversation(ConversationDetail {
+                conversation: view,
+                messages: vec![MessageView {
+                    author: "a".into(),
+                    display_name: "A".into(),
+                    text: "t".into(),
+                    at: 5,
+                    url: None,
+                    mine: true,
+                    delivery: Some(AnnouncementState::Posted),
+                    error: None,
+                }],
+                answer_limit: Some(500),
+            }),
+            "05000000010000000000000001000000000000006d0100000001000000000000000100\
+             0000000000006100010200000000000000000100000000000000010000000000000061\
+             010000000000000041010000000000000074050000000000000000010100000000\
+             0001f4010000",
+        );
         golden(
             Response::Posts(vec![ArticleView {
                 id: 1,

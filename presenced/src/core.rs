@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use presencectl::proto::{
-    self, AccountStatus, AnnouncementState, AnnouncementView, ArticleView, ErrorKind, ErrorReply,
-    FeedStatus, PostFilter, QueueSummary, Request, Response, StatusReport,
+    self, AccountStatus, AnnouncementState, AnnouncementView, ArticleView, ConversationDetail,
+    ConversationFilter, ConversationState, ConversationView, ErrorKind, ErrorReply, FeedStatus,
+    MessageView, PostFilter, QueueSummary, Request, Response, StatusReport,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -20,9 +21,10 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AccountKind, Config};
 use crate::feed::{FeedReport, FeedResult};
 use crate::fit::{self, Parts, Rules};
-use crate::network::{self, AccountInfo, Job, Post};
+use crate::inbox::{AnswerRef, ConvError};
+use crate::network::{self, AccountInfo, Job, Mentions, Post, Reply, Worker};
 use crate::notify;
-use crate::state::{self, AnnStatus, ConvStatus, Outcome, State, Unix};
+use crate::state::{self, AnnStatus, ConvStatus, Conversation, Outcome, State, Unix};
 use crate::store::Store;
 
 /// Capacity of the core's inbox: senders wait when the core is busy (backpressure), they
@@ -32,28 +34,13 @@ pub const INBOX: usize = 64;
 /// Everything that can make the core act. Every trigger is one arm of [`Core::handle`].
 #[derive(Debug)]
 pub enum Event {
-    Control {
-        request: Request,
-        reply: oneshot::Sender<Response>,
-    },
-    Feed {
-        feed: String,
-        report: FeedReport,
-    },
-    Announced {
-        article: u64,
-        account: String,
-        outcome: Outcome,
-    },
-    AccountHealth {
-        account: String,
-        health: String,
-        info: Option<AccountInfo>,
-    },
-    Reload {
-        config: Box<Config>,
-        reply: oneshot::Sender<()>,
-    },
+    Control { request: Request, reply: oneshot::Sender<Response> },
+    Feed { feed: String, report: FeedReport },
+    Announced { article: u64, account: String, outcome: Outcome },
+    Answered { account: String, answer: AnswerRef, outcome: Outcome },
+    Mentions { account: String, mentions: Mentions },
+    AccountHealth { account: String, health: String, info: Option<AccountInfo> },
+    Reload { config: Box<Config>, reply: oneshot::Sender<()> },
 }
 
 /// What the core knows about a running account beyond the state.
@@ -62,8 +49,14 @@ struct Account {
     jobs: mpsc::Sender<Job>,
     health: String,
     rules: Option<Rules>,
-    /// The article whose announcement the worker is carrying out now.
-    busy: Option<u64>,
+    /// What the worker is posting now.
+    busy: Option<Busy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Busy {
+    Article(u64),
+    Answer(AnswerRef),
 }
 
 pub struct Core {
@@ -84,15 +77,15 @@ pub struct Core {
     dirty: bool,
     /// Replies to mutating requests wait until the change is durable.
     replies: Vec<(oneshot::Sender<Response>, Response)>,
+    /// `presencectl answer` waits for the network's verdict, by answer key.
+    answer_waiters: BTreeMap<String, oneshot::Sender<Response>>,
     watchdog: Option<Duration>,
     last_status_line: String,
 }
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
-            .field("config", &self.config.path)
-            .finish_non_exhaustive()
+        f.debug_struct("Core").field("config", &self.config.path).finish_non_exhaustive()
     }
 }
 
@@ -109,11 +102,8 @@ impl Core {
         store: Store,
         http: reqwest::Client,
     ) -> (Core, mpsc::Sender<Event>) {
-        for (article, account) in state.in_flight() {
-            if let Some(ann) = state.announcement_mut(article, &account) {
-                ann.in_doubt = true;
-            }
-        }
+        state.reindex();
+        mark_in_doubt(&mut state);
         let (sender, inbox) = mpsc::channel(INBOX);
         let core = Core {
             config,
@@ -131,6 +121,7 @@ impl Core {
             not_durable: None,
             dirty: false,
             replies: Vec::new(),
+            answer_waiters: BTreeMap::new(),
             watchdog: notify::watchdog_interval(),
             last_status_line: String::new(),
         };
@@ -179,7 +170,12 @@ impl Core {
         if self.not_durable.is_some() {
             wake = wake.min(Instant::now() + Duration::from_secs(5));
         }
-        if let Some(at) = self.state.next_retry() {
+        let timers = [
+            self.state.next_retry(),
+            self.state.next_answer_retry(),
+            self.state.next_snooze_wake(),
+        ];
+        for at in timers.into_iter().flatten() {
             let secs = (at - now()).max(0) as u64;
             wake = wake.min(Instant::now() + Duration::from_secs(secs));
         }
@@ -187,7 +183,12 @@ impl Core {
     }
 
     fn on_timer(&mut self) {
-        if self.state.due_retries(now()) > 0 {
+        let now = now();
+        if self.state.due_retries(now) + self.state.due_answer_retries(now) > 0 {
+            self.dirty = true;
+        }
+        for id in self.state.wake_snoozed(now) {
+            tracing::info!(conversation = %format!("c{id}"), "snooze over, back in the queue");
             self.dirty = true;
         }
         if self.not_durable.is_some() {
@@ -199,16 +200,14 @@ impl Core {
         match event {
             Event::Control { request, reply } => self.on_request(request, reply),
             Event::Feed { feed, report } => self.on_feed(&feed, report),
-            Event::Announced {
-                article,
-                account,
-                outcome,
-            } => self.on_announced(article, &account, outcome),
-            Event::AccountHealth {
-                account,
-                health,
-                info,
-            } => {
+            Event::Announced { article, account, outcome } => {
+                self.on_announced(article, &account, outcome)
+            }
+            Event::Answered { account, answer, outcome } => {
+                self.on_answered(&account, answer, outcome)
+            }
+            Event::Mentions { account, mentions } => self.on_mentions(&account, mentions),
+            Event::AccountHealth { account, health, info } => {
                 if let Some(acc) = self.accounts.get_mut(&account) {
                     acc.health = health;
                     if let Some(info) = info {
@@ -246,12 +245,7 @@ impl Core {
                 fs.last_error = Some(error);
                 fs.failures += 1;
             }
-            FeedResult::Items {
-                items,
-                etag,
-                last_modified,
-                moved_to,
-            } => {
+            FeedResult::Items { items, etag, last_modified, moved_to } => {
                 fs.last_error = None;
                 fs.failures = 0;
                 fs.etag = etag;
@@ -260,12 +254,8 @@ impl Core {
                     tracing::info!(feed = %url, "feed moved permanently to {to}");
                     fs.current_url = to;
                 }
-                let accounts: Vec<String> = self
-                    .config
-                    .accounts
-                    .iter()
-                    .map(|a| a.name.clone())
-                    .collect();
+                let accounts: Vec<String> =
+                    self.config.accounts.iter().map(|a| a.name.clone()).collect();
                 let ingested = self.state.ingest(&feed, &accounts, items, now());
                 if ingested.baseline > 0 {
                     tracing::info!(feed = %url, "baseline: {} existing articles will not be announced", ingested.baseline);
@@ -282,16 +272,11 @@ impl Core {
 
     fn on_announced(&mut self, article: u64, account: &str, outcome: Outcome) {
         if let Some(acc) = self.accounts.get_mut(account) {
-            if acc.busy == Some(article) {
+            if acc.busy == Some(Busy::Article(article)) {
                 acc.busy = None;
             }
         }
-        let link = self
-            .state
-            .articles
-            .get(&article)
-            .map(|a| a.link.clone())
-            .unwrap_or_default();
+        let link = self.state.articles.get(&article).map(|a| a.link.clone()).unwrap_or_default();
         match &outcome {
             Outcome::Posted { remote_id, url } => tracing::info!(
                 account = %account, article_url = %link, remote_id = %remote_id,
@@ -312,6 +297,58 @@ impl Core {
             }
         }
         self.state.finish(article, account, outcome, now());
+        self.dirty = true;
+    }
+
+    fn on_answered(&mut self, account: &str, answer: AnswerRef, outcome: Outcome) {
+        if let Some(acc) = self.accounts.get_mut(account) {
+            if acc.busy.as_ref() == Some(&Busy::Answer(answer.clone())) {
+                acc.busy = None;
+            }
+        }
+        let conversation = format!("c{}", answer.0);
+        let reply = match &outcome {
+            Outcome::Posted { url, .. } => {
+                tracing::info!(account = %account, conversation = %conversation, "answer posted");
+                Response::Done(format!(
+                    "{conversation}: answered{}",
+                    url.as_ref().map(|u| format!(" {u}")).unwrap_or_default()
+                ))
+            }
+            Outcome::Retry { error, .. } => {
+                tracing::warn!(account = %account, conversation = %conversation, "answer failed, will retry: {error}");
+                Response::Done(format!(
+                    "{conversation}: answer saved, not posted yet ({error}); it will be retried"
+                ))
+            }
+            Outcome::GiveUp { error } => {
+                tracing::error!(account = %account, conversation = %conversation, "answer refused: {error}");
+                error_response(
+                    ErrorKind::Failed,
+                    format!("{conversation}: the answer was not posted: {error}"),
+                )
+            }
+        };
+        self.state.finish_answer(&answer, outcome, now());
+        self.dirty = true;
+        if let Some(waiter) = self.answer_waiters.remove(&answer.1) {
+            self.replies.push((waiter, reply));
+        }
+    }
+
+    fn on_mentions(&mut self, account: &str, mentions: Mentions) {
+        let ingested = self.state.ingest_mentions(account, mentions.items, mentions.cursors);
+        for id in &ingested.new_conversations {
+            tracing::info!(account = %account, conversation = %format!("c{id}"), "new conversation");
+        }
+        for id in &ingested.reopened {
+            tracing::info!(account = %account, conversation = %format!("c{id}"), "conversation reopened by a new message");
+        }
+        if let Some(acc) = self.accounts.get_mut(account) {
+            if acc.health.starts_with("mentions:") {
+                acc.health = "ok".into();
+            }
+        }
         self.dirty = true;
     }
 
@@ -340,7 +377,7 @@ impl Core {
         let failed = self.not_durable.clone();
         for (reply, response) in self.replies.drain(..) {
             let response = match &failed {
-                Some(err) => error(ErrorKind::Failed, format!("not saved: {err}")),
+                Some(err) => error_response(ErrorKind::Failed, format!("not saved: {err}")),
                 None => response,
             };
             let _ = reply.send(response);
@@ -351,17 +388,24 @@ impl Core {
         self.update_status_line();
     }
 
-    /// Pending → InFlight for every idle, ready account (one announcement each at a time).
+    /// Pending → InFlight for every idle, ready account: one post per account at a time,
+    /// the human's answers before announcements.
     fn begin_announcements(&mut self) {
         let now = now();
         for (name, acc) in &self.accounts {
             let Some(rules) = acc.rules else { continue };
-            if acc.busy.is_some() || self.in_flight_of(name).is_some() {
+            if acc.busy.is_some()
+                || self.in_flight_of(name).is_some()
+                || self.state.answer_in_flight(name).is_some()
+            {
                 continue;
             }
-            let Some(id) = self.state.next_pending(name) else {
+            if let Some(answer) = self.state.next_pending_answer(name) {
+                self.state.begin_answer(&answer, now);
+                self.dirty = true;
                 continue;
-            };
+            }
+            let Some(id) = self.state.next_pending(name) else { continue };
             let article = &self.state.articles[&id];
             let template = self
                 .config
@@ -401,36 +445,57 @@ impl Core {
             .map(|(id, _)| *id)
     }
 
-    /// Hands each idle account its in-flight announcement. Only called when the state on
-    /// disk says it is in flight.
+    /// Hands each idle account its in-flight post. Only called when the state on disk says
+    /// it is in flight.
     fn dispatch(&mut self) {
         let names: Vec<String> = self.accounts.keys().cloned().collect();
         for name in names {
-            let Some(id) = self.in_flight_of(&name) else {
-                continue;
-            };
-            let Some(acc) = self.accounts.get_mut(&name) else {
-                continue;
-            };
+            let Some(acc) = self.accounts.get(&name) else { continue };
             if acc.busy.is_some() || acc.rules.is_none() {
                 continue;
             }
-            let article = &self.state.articles[&id];
-            let ann = &article.announcements[&name];
-            let post = Post {
-                article: id,
-                key: ann.key.clone(),
-                text: ann.text.clone().unwrap_or_default(),
-                title: article.title.clone(),
-                url: article.link.clone(),
-                summary: article.summary.clone(),
-                image: article.image.clone(),
-                in_doubt: ann.in_doubt,
+            let (job, busy) = if let Some(answer) = self.state.answer_in_flight(&name) {
+                let Some(reply) = self.reply_for(&answer) else { continue };
+                (Job::Reply(reply), Busy::Answer(answer))
+            } else if let Some(id) = self.in_flight_of(&name) {
+                let article = &self.state.articles[&id];
+                let ann = &article.announcements[&name];
+                let post = Post {
+                    article: id,
+                    key: ann.key.clone(),
+                    text: ann.text.clone().unwrap_or_default(),
+                    title: article.title.clone(),
+                    url: article.link.clone(),
+                    summary: article.summary.clone(),
+                    image: article.image.clone(),
+                    in_doubt: ann.in_doubt,
+                };
+                (Job::Announce(post), Busy::Article(id))
+            } else {
+                continue;
             };
-            if acc.jobs.try_send(Job::Announce(post)).is_ok() {
-                acc.busy = Some(id);
+            if let Some(acc) = self.accounts.get_mut(&name) {
+                if acc.jobs.try_send(job).is_ok() {
+                    acc.busy = Some(busy);
+                }
             }
         }
+    }
+
+    fn reply_for(&self, (id, key): &AnswerRef) -> Option<Reply> {
+        let c = self.state.conversations.get(id)?;
+        let m = c.messages.iter().find(|m| m.answer.as_ref().is_some_and(|a| &a.key == key))?;
+        let a = m.answer.as_ref()?;
+        Some(Reply {
+            conversation: *id,
+            key: key.clone(),
+            text: m.text.clone(),
+            in_reply_to: m.in_reply_to.clone().unwrap_or_default(),
+            thread: c.thread.clone(),
+            to: a.to.clone(),
+            visibility: m.visibility.clone(),
+            in_doubt: a.in_doubt,
+        })
     }
 
     fn spawn_children(&mut self) {
@@ -438,28 +503,29 @@ impl Core {
         self.accounts.clear();
         for account in self.config.accounts.clone() {
             let (jobs, rx) = mpsc::channel(4);
-            let cancel = self.children.child_token();
-            let core = self.sender.clone();
             let name = account.name.clone();
+            let worker = Worker {
+                account: name.clone(),
+                jobs: rx,
+                core: self.sender.clone(),
+                cancel: self.children.child_token(),
+                cursors: self
+                    .state
+                    .accounts
+                    .get(&name)
+                    .map(|a| a.cursors.clone())
+                    .unwrap_or_default(),
+                watch: self.recent_posts(&name),
+            };
             let health = match account.kind {
                 AccountKind::Outbox => {
                     let path = self.config.state_dir.join("outbox.jsonl");
-                    let net = network::outbox::Outbox::new(&name, path);
-                    self.tracker
-                        .spawn(network::run_worker(name.clone(), net, rx, core, cancel));
+                    self.tracker.spawn(worker.run(network::outbox::Outbox::new(&name, path)));
                     "starting".to_owned()
                 }
                 other => format!("{} accounts are not supported yet", other.as_str()),
             };
-            self.accounts.insert(
-                name,
-                Account {
-                    jobs,
-                    health,
-                    rules: None,
-                    busy: None,
-                },
-            );
+            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None });
         }
         for feed in self.config.feeds.clone() {
             let fs = self.state.feeds.get(&feed.url).cloned().unwrap_or_default();
@@ -478,6 +544,29 @@ impl Core {
         }
     }
 
+    /// The account's most recent posts (announcements and answers), newest last: the
+    /// threads where replies may arrive without notifying us.
+    fn recent_posts(&self, account: &str) -> Vec<String> {
+        let mut posts: Vec<(Unix, String)> = Vec::new();
+        for a in self.state.articles.values() {
+            if let Some(AnnStatus::Posted { remote_id, at, .. }) =
+                a.announcements.get(account).map(|x| &x.status)
+            {
+                posts.push((*at, remote_id.clone()));
+            }
+        }
+        for c in self.state.conversations.values().filter(|c| c.account == account) {
+            for a in c.messages.iter().filter_map(|m| m.answer.as_ref()) {
+                if let AnnStatus::Posted { remote_id, at, .. } = &a.status {
+                    posts.push((*at, remote_id.clone()));
+                }
+            }
+        }
+        posts.sort();
+        let skip = posts.len().saturating_sub(20);
+        posts.into_iter().skip(skip).map(|(_, id)| id).collect()
+    }
+
     fn reload(&mut self, config: Config) {
         if config == self.config {
             tracing::info!("configuration unchanged");
@@ -491,11 +580,7 @@ impl Core {
         // Restart the watchers and workers with the new configuration. An announcement cut
         // off in the middle stays in flight and is reconciled by the new worker.
         self.children.cancel();
-        for (article, account) in self.state.in_flight() {
-            if let Some(ann) = self.state.announcement_mut(article, &account) {
-                ann.in_doubt = true;
-            }
-        }
+        mark_in_doubt(&mut self.state);
         self.dirty = true;
         self.config = config;
         self.spawn_children();
@@ -504,10 +589,7 @@ impl Core {
     async fn stop(mut self) {
         self.children.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await.is_err() {
             tracing::warn!("some tasks did not stop within 5 s");
         }
         // Whatever arrived while stopping is recorded before the final save.
@@ -550,13 +632,144 @@ impl Core {
                         return;
                     }
                     Err(e @ state::ActError::NoSuchArticle(_)) => {
-                        error(ErrorKind::NotFound, e.to_string())
+                        error_response(ErrorKind::NotFound, e.to_string())
                     }
-                    Err(e) => error(ErrorKind::Refused, e.to_string()),
+                    Err(e) => error_response(ErrorKind::Refused, e.to_string()),
                 }
+            }
+            Request::ListConversations { filter } => {
+                Response::Conversations(self.conversations(filter))
+            }
+            Request::ShowConversation { id } => match self.conversation_detail(id) {
+                Some(detail) => Response::Conversation(detail),
+                None => error_response(ErrorKind::NotFound, format!("no conversation c{id}")),
+            },
+            Request::Answer { id, text } => match self.start_answer(id, &text) {
+                Ok(key) => {
+                    self.dirty = true;
+                    self.answer_waiters.insert(key, reply);
+                    return;
+                }
+                Err(refusal) => Response::Error(refusal),
+            },
+            Request::Snooze { id, until } => {
+                let done = self.state.snooze(id, until, now());
+                let msg = format!("c{id}: snoozed until {}", local_time(until));
+                return self.reply_after_save(reply, done.map(|()| msg));
+            }
+            Request::Done { id } => {
+                let done = self.state.done(id, now());
+                return self.reply_after_save(reply, done.map(|()| format!("c{id}: done")));
+            }
+            Request::Reopen { id } => {
+                let done = self.state.reopen(id);
+                return self.reply_after_save(reply, done.map(|()| format!("c{id}: open again")));
             }
         };
         let _ = reply.send(response);
+    }
+
+    /// Replies once the change is durable, or at once with the refusal.
+    fn reply_after_save(
+        &mut self,
+        reply: oneshot::Sender<Response>,
+        done: Result<String, ConvError>,
+    ) {
+        match done {
+            Ok(msg) => {
+                self.dirty = true;
+                self.replies.push((reply, Response::Done(msg)));
+            }
+            Err(e) => {
+                let kind = match e {
+                    ConvError::NoSuchConversation(_) => ErrorKind::NotFound,
+                    _ => ErrorKind::Refused,
+                };
+                let _ = reply.send(error_response(kind, e.to_string()));
+            }
+        }
+    }
+
+    /// Checks and records an answer; returns its key, or the refusal to send.
+    fn start_answer(&mut self, id: u64, text: &str) -> Result<String, ErrorReply> {
+        let refuse = |kind, message: String| Err(ErrorReply { kind, message });
+        let Some(c) = self.state.conversations.get(&id) else {
+            return refuse(ErrorKind::NotFound, format!("no conversation c{id}"));
+        };
+        let Some(acc) = self.accounts.get(&c.account) else {
+            return refuse(
+                ErrorKind::Refused,
+                format!("account {} is not configured any more", c.account),
+            );
+        };
+        let Some(rules) = acc.rules else {
+            return refuse(
+                ErrorKind::Refused,
+                format!("account {} is not ready: {}", c.account, acc.health),
+            );
+        };
+        let to = c.messages.iter().rev().find(|m| !m.mine()).map(|m| m.author.clone());
+        // Counted with the mention the network adapter may prepend, so that a text accepted
+        // here is never refused there for its length.
+        let counted = match &to {
+            Some(to) if !text.trim_start().starts_with(&format!("@{to}")) => {
+                format!("@{to} {}", text.trim())
+            }
+            _ => text.trim().to_owned(),
+        };
+        let length = fit::length(&counted, &rules);
+        if !fit::fits(&counted, &rules) {
+            return refuse(
+                ErrorKind::Refused,
+                format!(
+                    "too long for {}: {length} of {} characters (with the @mention)",
+                    c.account, rules.max_len
+                ),
+            );
+        }
+        match self.state.answer(id, text, now()) {
+            Ok((_, key)) => Ok(key),
+            Err(e @ ConvError::NoSuchConversation(_)) => refuse(ErrorKind::NotFound, e.to_string()),
+            Err(e) => refuse(ErrorKind::Refused, e.to_string()),
+        }
+    }
+
+    fn conversations(&self, filter: ConversationFilter) -> Vec<ConversationView> {
+        let mut out: Vec<ConversationView> = self
+            .state
+            .conversations
+            .iter()
+            .filter(|(_, c)| {
+                matches!(
+                    (filter, &c.status),
+                    (ConversationFilter::All, _)
+                        | (ConversationFilter::Open, ConvStatus::Open)
+                        | (ConversationFilter::Snoozed, ConvStatus::Snoozed { .. })
+                        | (ConversationFilter::Done, ConvStatus::Done { .. })
+                )
+            })
+            .map(|(id, c)| conversation_view(*id, c))
+            .collect();
+        // Oldest waiting first; those nobody waits on after them, most recent first.
+        out.sort_by_key(|v| {
+            let last = v.last_message.as_ref().map_or(0, |m| m.at);
+            (v.waiting_since.is_none(), v.waiting_since.unwrap_or(-last))
+        });
+        out
+    }
+
+    fn conversation_detail(&self, id: u64) -> Option<ConversationDetail> {
+        let c = self.state.conversations.get(&id)?;
+        let answer_limit = self
+            .accounts
+            .get(&c.account)
+            .and_then(|a| a.rules)
+            .map(|r| u32::try_from(r.max_len).unwrap_or(u32::MAX));
+        Some(ConversationDetail {
+            conversation: conversation_view(id, c),
+            messages: c.messages.iter().map(message_view).collect(),
+            answer_limit,
+        })
     }
 
     fn status_report(&self) -> StatusReport {
@@ -577,12 +790,8 @@ impl Core {
                     last_status: fs.and_then(|s| s.last_status.clone()),
                     last_error: fs.and_then(|s| s.last_error.clone()),
                     next_fetch: self.next_fetch.get(&f.url).copied(),
-                    articles: self
-                        .state
-                        .articles
-                        .values()
-                        .filter(|a| a.feed == f.url)
-                        .count() as u64,
+                    articles: self.state.articles.values().filter(|a| a.feed == f.url).count()
+                        as u64,
                     baseline_taken: fs.is_some_and(|s| s.baseline_taken),
                 }
             })
@@ -604,11 +813,7 @@ impl Core {
                     held: 0,
                     failed: 0,
                 };
-                for ann in self
-                    .state
-                    .articles
-                    .values()
-                    .filter_map(|x| x.announcements.get(&a.name))
+                for ann in self.state.articles.values().filter_map(|x| x.announcements.get(&a.name))
                 {
                     match ann.status {
                         AnnStatus::Posted { .. } => st.posted += 1,
@@ -626,10 +831,9 @@ impl Core {
             match c.status {
                 ConvStatus::Open => {
                     queue.open += 1;
-                    let waiting = c.messages.iter().rev().take_while(|m| !m.mine).last();
-                    if let Some(m) = waiting {
+                    if let Some(at) = crate::inbox::waiting_since(c) {
                         queue.oldest_waiting =
-                            Some(queue.oldest_waiting.map_or(m.at, |o: Unix| o.min(m.at)));
+                            Some(queue.oldest_waiting.map_or(at, |o: Unix| o.min(at)));
                     }
                 }
                 ConvStatus::Snoozed { until } => {
@@ -656,18 +860,13 @@ impl Core {
         let mut out: Vec<ArticleView> = Vec::new();
         let total = self.state.articles.len();
         for (i, (id, a)) in self.state.articles.iter().enumerate() {
-            let views: Vec<AnnouncementView> = a
-                .announcements
-                .iter()
-                .map(|(name, ann)| announcement_view(name, ann))
-                .collect();
+            let views: Vec<AnnouncementView> =
+                a.announcements.iter().map(|(name, ann)| announcement_view(name, ann)).collect();
             let any = |s: &[AnnouncementState]| views.iter().any(|v| s.contains(&v.state));
-            let only_baseline = a.announcements.values().all(|x| {
-                x.status
-                    == AnnStatus::Skipped {
-                        reason: state::SkipReason::Baseline,
-                    }
-            });
+            let only_baseline = a
+                .announcements
+                .values()
+                .all(|x| x.status == AnnStatus::Skipped { reason: state::SkipReason::Baseline });
             let keep = match filter {
                 PostFilter::All => true,
                 PostFilter::Failed => any(&[AnnouncementState::Failed]),
@@ -699,12 +898,7 @@ impl Core {
 
     fn update_status_line(&mut self) {
         let (mut pending, mut held, mut failed) = (0, 0, 0);
-        for ann in self
-            .state
-            .articles
-            .values()
-            .flat_map(|a| a.announcements.values())
-        {
+        for ann in self.state.articles.values().flat_map(|a| a.announcements.values()) {
             match ann.status {
                 AnnStatus::Pending | AnnStatus::InFlight { .. } => pending += 1,
                 AnnStatus::Held { .. } => held += 1,
@@ -712,12 +906,8 @@ impl Core {
                 _ => {}
             }
         }
-        let open = self
-            .state
-            .conversations
-            .values()
-            .filter(|c| c.status == ConvStatus::Open)
-            .count();
+        let open =
+            self.state.conversations.values().filter(|c| c.status == ConvStatus::Open).count();
         let line = match &self.not_durable {
             Some(err) => format!("cannot write state, posting paused: {err}"),
             None => format!(
@@ -733,6 +923,21 @@ impl Core {
     }
 }
 
+/// After a crash or a worker restart, whatever was in flight may or may not have reached
+/// the network: the next attempt must look before posting.
+fn mark_in_doubt(state: &mut State) {
+    for (article, account) in state.in_flight() {
+        if let Some(ann) = state.announcement_mut(article, &account) {
+            ann.in_doubt = true;
+        }
+    }
+    for answer in state.answers_in_flight() {
+        if let Some(a) = state.answer_mut(&answer) {
+            a.in_doubt = true;
+        }
+    }
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -741,8 +946,62 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-fn error(kind: ErrorKind, message: String) -> Response {
+fn error_response(kind: ErrorKind, message: String) -> Response {
     Response::Error(ErrorReply { kind, message })
+}
+
+fn conversation_view(id: u64, c: &Conversation) -> ConversationView {
+    let mut participants: Vec<String> = Vec::new();
+    for m in c.messages.iter().filter(|m| !m.mine()) {
+        if !participants.contains(&m.author) {
+            participants.push(m.author.clone());
+        }
+    }
+    let (status, snoozed_until) = match c.status {
+        ConvStatus::Open => (ConversationState::Open, None),
+        ConvStatus::Snoozed { until } => (ConversationState::Snoozed, Some(until)),
+        ConvStatus::Done { .. } => (ConversationState::Done, None),
+    };
+    ConversationView {
+        id,
+        account: c.account.clone(),
+        status,
+        participants,
+        waiting_since: crate::inbox::waiting_since(c),
+        snoozed_until,
+        last_message: c.messages.last().map(message_view),
+    }
+}
+
+fn message_view(m: &state::Message) -> MessageView {
+    let (delivery, error) = match &m.answer {
+        None => (None, None),
+        Some(a) => match &a.status {
+            AnnStatus::Posted { .. } => (Some(AnnouncementState::Posted), None),
+            AnnStatus::InFlight { .. } => (Some(AnnouncementState::InFlight), None),
+            AnnStatus::Failed { error, .. } => {
+                (Some(AnnouncementState::Failed), Some(error.clone()))
+            }
+            _ => (Some(AnnouncementState::Pending), None),
+        },
+    };
+    MessageView {
+        author: m.author.clone(),
+        display_name: m.display_name.clone(),
+        text: m.text.clone(),
+        at: m.at,
+        url: m.url.clone(),
+        mine: m.mine(),
+        delivery,
+        error,
+    }
+}
+
+/// For confirmations: the daemon's local time, which is the human's on a personal server.
+fn local_time(unix: Unix) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| unix.to_string())
 }
 
 fn announcement_view(account: &str, ann: &state::Announcement) -> AnnouncementView {

@@ -23,6 +23,9 @@ pub struct State {
     pub accounts: BTreeMap<String, AccountState>,
     pub conversations: BTreeMap<u64, Conversation>,
     pub next_conversation: u64,
+    /// Lookups rebuilt from `conversations` by [`State::reindex`]; never stored.
+    #[serde(skip)]
+    pub index: crate::inbox::Index,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -127,6 +130,7 @@ pub struct Conversation {
     /// The network's identity of the thread (its root post).
     pub thread: String,
     pub status: ConvStatus,
+    /// Oldest first.
     pub messages: Vec<Message>,
 }
 
@@ -139,13 +143,35 @@ pub enum ConvStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// The network's id; empty for an answer not posted yet.
     pub remote_id: String,
     pub author: String,
     pub display_name: String,
     pub text: String,
     pub at: Unix,
     pub url: Option<String>,
-    pub mine: bool,
+    pub visibility: Option<String>,
+    pub in_reply_to: Option<String>,
+    /// Set for the human's own answers: their way out to the network.
+    pub answer: Option<Answer>,
+}
+
+impl Message {
+    pub fn mine(&self) -> bool {
+        self.answer.is_some()
+    }
+}
+
+/// An answer's journey, with the same intent/outcome protocol as announcements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub key: String,
+    /// Pending, InFlight, Posted or Failed.
+    pub status: AnnStatus,
+    /// Handle of the person answered.
+    pub to: String,
+    pub attempts: u32,
+    pub in_doubt: bool,
 }
 
 /// One article as the parser saw it, reduced to what the rules need.

@@ -358,15 +358,40 @@ mod tests {
                     account: "masto".into(),
                     thread: format!("thread-{i}"),
                     status,
-                    messages: vec![Message {
-                        remote_id: format!("m{i}"),
-                        author: "alice@example.social".into(),
-                        display_name: "Alice".into(),
-                        text: "Hello!\nNice post.".into(),
-                        at: 1_790_000_200,
-                        url: Some("https://example.social/@alice/1".into()),
-                        mine: i == 2,
-                    }],
+                    messages: vec![
+                        Message {
+                            remote_id: format!("m{i}"),
+                            author: "alice@example.social".into(),
+                            display_name: "Alice".into(),
+                            text: "Hello!\nNice post.".into(),
+                            at: 1_790_000_200,
+                            url: Some("https://example.social/@alice/1".into()),
+                            visibility: Some("public".into()),
+                            in_reply_to: Some(format!("thread-{i}")),
+                            answer: None,
+                        },
+                        Message {
+                            remote_id: if i == 0 { String::new() } else { format!("a{i}") },
+                            author: "blogger".into(),
+                            display_name: String::new(),
+                            text: "Thank you!".into(),
+                            at: 1_790_000_300,
+                            url: None,
+                            visibility: None,
+                            in_reply_to: Some(format!("m{i}")),
+                            answer: Some(Answer {
+                                key: format!("k{i}"),
+                                status: if i == 0 {
+                                    AnnStatus::InFlight { since: 1_790_000_300 }
+                                } else {
+                                    AnnStatus::Posted { remote_id: format!("a{i}"), url: None, at: 1 }
+                                },
+                                to: "alice@example.social".into(),
+                                attempts: 1,
+                                in_doubt: false,
+                            }),
+                        },
+                    ],
                 },
             );
         }

@@ -160,75 +160,182 @@ pub trait Network: Send + 'static {
 #[derive(Debug)]
 pub enum Job {
     Announce(Post),
+    Reply(Reply),
 }
 
-/// Runs one account: starts it, then carries out jobs one at a time, reporting each result
-/// to the core. One job at a time keeps at most one announcement per account in doubt.
-pub async fn run_worker<N: Network>(
-    account: String,
-    mut network: N,
-    mut jobs: mpsc::Receiver<Job>,
-    core: mpsc::Sender<Event>,
-    cancel: CancellationToken,
-) {
-    let mut delay = Duration::from_secs(5);
-    let info = loop {
-        let started = tokio::select! {
-            r = network.start() => r,
-            () = cancel.cancelled() => return,
-        };
-        match started {
-            Ok(info) => break info,
-            Err(err) => {
-                tracing::warn!(account = %account, "account cannot start: {err}");
-                let health = err.to_string();
-                if core
-                    .send(Event::AccountHealth {
-                        account: account.clone(),
-                        health,
-                        info: None,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
+/// How many of our recent posts a worker watches for replies that did not notify us.
+const WATCH: usize = 20;
+
+/// Everything a worker needs besides its network.
+#[derive(Debug)]
+pub struct Worker {
+    pub account: String,
+    pub jobs: mpsc::Receiver<Job>,
+    pub core: mpsc::Sender<Event>,
+    pub cancel: CancellationToken,
+    /// The cursors stored in the state: fetching resumes where the last durable fetch ended.
+    pub cursors: BTreeMap<String, String>,
+    /// Our recent posts, newest last.
+    pub watch: Vec<String>,
+}
+
+impl Worker {
+    /// Runs one account: starts it, then carries out jobs one at a time and fetches
+    /// mentions on its interval or when the network's stream says so, reporting everything
+    /// to the core. One job at a time keeps at most one post per account in doubt.
+    pub async fn run<N: Network>(mut self, mut network: N) {
+        let Some(info) = self.start(&mut network).await else { return };
+        let mut wakeups = network.take_wakeups();
+        let mut ticker = info.mention_interval.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut not_before = tokio::time::Instant::now();
+        loop {
+            let tick = async {
+                match ticker.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = cancel.cancelled() => return,
+            };
+            let wake = async {
+                match wakeups.as_mut() {
+                    Some(w) => w.recv().await,
+                    None => std::future::pending().await,
                 }
-                delay = (delay * 2).min(Duration::from_secs(600));
+            };
+            let fetch = tokio::select! {
+                job = self.jobs.recv() => match job {
+                    Some(job) => {
+                        if !self.carry_out(&mut network, job).await {
+                            return;
+                        }
+                        false
+                    }
+                    None => return,
+                },
+                _ = tick => true,
+                woke = wake => {
+                    if woke.is_none() {
+                        wakeups = None;
+                    }
+                    true
+                }
+                () = self.cancel.cancelled() => return,
+            };
+            if fetch && tokio::time::Instant::now() >= not_before {
+                match self.fetch(&mut network).await {
+                    Ok(()) => {}
+                    Err(Some(wait)) => not_before = tokio::time::Instant::now() + wait,
+                    Err(None) => return,
+                }
             }
         }
-    };
-    let ready = Event::AccountHealth {
-        account: account.clone(),
-        health: "ok".into(),
-        info: Some(info),
-    };
-    if core.send(ready).await.is_err() {
-        return;
     }
-    loop {
-        let job = tokio::select! {
-            j = jobs.recv() => match j { Some(j) => j, None => return },
-            () = cancel.cancelled() => return,
-        };
-        match job {
-            Job::Announce(post) => {
-                // A cancelled attempt is simply left in flight: the next start reconciles it.
-                let outcome = tokio::select! {
-                    o = announce(&mut network, &post) => o,
-                    () = cancel.cancelled() => return,
-                };
-                let event = Event::Announced {
-                    article: post.article,
-                    account: account.clone(),
-                    outcome,
-                };
-                if core.send(event).await.is_err() {
-                    return;
+
+    async fn start<N: Network>(&mut self, network: &mut N) -> Option<AccountInfo> {
+        let mut delay = Duration::from_secs(5);
+        loop {
+            let started = tokio::select! {
+                r = network.start() => r,
+                () = self.cancel.cancelled() => return None,
+            };
+            let err = match started {
+                Ok(info) => {
+                    let health = "ok".to_owned();
+                    let ready = Event::AccountHealth {
+                        account: self.account.clone(),
+                        health,
+                        info: Some(info.clone()),
+                    };
+                    return self.core.send(ready).await.ok().map(|()| info);
                 }
+                Err(err) => err,
+            };
+            tracing::warn!(account = %self.account, "account cannot start: {err}");
+            let event = Event::AccountHealth {
+                account: self.account.clone(),
+                health: err.to_string(),
+                info: None,
+            };
+            self.core.send(event).await.ok()?;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.cancel.cancelled() => return None,
+            }
+            delay = (delay * 2).min(Duration::from_secs(600));
+        }
+    }
+
+    /// Returns false when the core is gone or the worker is cancelled. A cancelled attempt
+    /// is simply left in flight: the next start reconciles it.
+    async fn carry_out<N: Network>(&mut self, network: &mut N, job: Job) -> bool {
+        let event = match job {
+            Job::Announce(post) => {
+                let outcome = tokio::select! {
+                    o = announce(network, &post) => o,
+                    () = self.cancel.cancelled() => return false,
+                };
+                self.remember(&outcome);
+                Event::Announced { article: post.article, account: self.account.clone(), outcome }
+            }
+            Job::Reply(reply) => {
+                let outcome = tokio::select! {
+                    o = answer(network, &reply) => o,
+                    () = self.cancel.cancelled() => return false,
+                };
+                self.remember(&outcome);
+                Event::Answered {
+                    account: self.account.clone(),
+                    answer: (reply.conversation, reply.key),
+                    outcome,
+                }
+            }
+        };
+        self.core.send(event).await.is_ok()
+    }
+
+    fn remember(&mut self, outcome: &Outcome) {
+        if let Outcome::Posted { remote_id, .. } = outcome {
+            self.watch.push(remote_id.clone());
+            if self.watch.len() > WATCH {
+                self.watch.remove(0);
+            }
+        }
+    }
+
+    /// One fetch of mentions. `Err(Some(wait))`: do not fetch again before `wait`;
+    /// `Err(None)`: the core is gone.
+    async fn fetch<N: Network>(&mut self, network: &mut N) -> Result<(), Option<Duration>> {
+        let fetched = tokio::select! {
+            f = network.fetch_mentions(&self.cursors, &self.watch) => f,
+            () = self.cancel.cancelled() => return Err(None),
+        };
+        match fetched {
+            Ok(mentions) => {
+                if mentions.items.is_empty()
+                    && mentions.cursors.iter().all(|(k, v)| self.cursors.get(k) == Some(v))
+                {
+                    return Ok(());
+                }
+                self.cursors.extend(mentions.cursors.clone());
+                let event = Event::Mentions { account: self.account.clone(), mentions };
+                self.core.send(event).await.map_err(|_| None)
+            }
+            Err(err) => {
+                tracing::warn!(account = %self.account, "fetching mentions failed: {err}");
+                let wait = match &err {
+                    NetError::Transient { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let event = Event::AccountHealth {
+                    account: self.account.clone(),
+                    health: format!("mentions: {err}"),
+                    info: None,
+                };
+                self.core.send(event).await.map_err(|_| None)?;
+                Err(wait.or(Some(Duration::ZERO)))
             }
         }
     }
@@ -238,41 +345,46 @@ async fn announce<N: Network>(network: &mut N, post: &Post) -> Outcome {
     if post.in_doubt {
         match network.find_post(post).await {
             Ok(Some(found)) => {
-                return Outcome::Posted {
-                    remote_id: found.remote_id,
-                    url: found.url,
-                };
+                return Outcome::Posted { remote_id: found.remote_id, url: found.url };
             }
             Ok(None) => {}
             Err(err) => return outcome_of(err),
         }
     }
     match network.post(post).await {
-        Ok(posted) => Outcome::Posted {
-            remote_id: posted.remote_id,
-            url: posted.url,
-        },
+        Ok(posted) => Outcome::Posted { remote_id: posted.remote_id, url: posted.url },
+        Err(err) => outcome_of(err),
+    }
+}
+
+async fn answer<N: Network>(network: &mut N, reply: &Reply) -> Outcome {
+    if reply.in_doubt {
+        match network.find_reply(reply).await {
+            Ok(Some(found)) => {
+                return Outcome::Posted { remote_id: found.remote_id, url: found.url };
+            }
+            Ok(None) => {}
+            Err(err) => return outcome_of(err),
+        }
+    }
+    match network.reply(reply).await {
+        Ok(posted) => Outcome::Posted { remote_id: posted.remote_id, url: posted.url },
         Err(err) => outcome_of(err),
     }
 }
 
 fn outcome_of(err: NetError) -> Outcome {
     match err {
-        NetError::Transient {
-            message,
-            retry_after,
-        } => Outcome::Retry {
+        NetError::Transient { message, retry_after } => Outcome::Retry {
             error: message,
             after: retry_after.map(|d| d.as_secs() as i64),
             in_doubt: false,
         },
-        NetError::InDoubt { message } => Outcome::Retry {
-            error: message,
-            after: None,
-            in_doubt: true,
-        },
-        e @ (NetError::Rejected(_) | NetError::Unauthorized(_)) => Outcome::GiveUp {
-            error: e.to_string(),
-        },
+        NetError::InDoubt { message } => {
+            Outcome::Retry { error: message, after: None, in_doubt: true }
+        }
+        e @ (NetError::Rejected(_) | NetError::Unauthorized(_)) => {
+            Outcome::GiveUp { error: e.to_string() }
+        }
     }
 }

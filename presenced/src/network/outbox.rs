@@ -37,12 +37,7 @@ struct Line {
 
 impl Outbox {
     pub fn new(account: &str, path: PathBuf) -> Outbox {
-        Outbox {
-            account: account.to_owned(),
-            path,
-            keys: HashMap::new(),
-            lines: 0,
-        }
+        Outbox { account: account.to_owned(), path, keys: HashMap::new(), lines: 0 }
     }
 
     fn fail(&self, op: &str, e: impl std::fmt::Display) -> NetError {
@@ -69,9 +64,7 @@ impl Outbox {
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| self.fail("read", e))?;
+            let n = reader.read_until(b'\n', &mut buf).map_err(|e| self.fail("read", e))?;
             if n == 0 || buf.last() != Some(&b'\n') {
                 break;
             }
@@ -84,18 +77,14 @@ impl Outbox {
         drop(reader);
         if file.metadata().map_err(|e| self.fail("stat", e))?.len() != good_len {
             tracing::warn!(path = %self.path.display(), "cutting a torn last line off the outbox");
-            file.set_len(good_len)
-                .map_err(|e| self.fail("truncate", e))?;
+            file.set_len(good_len).map_err(|e| self.fail("truncate", e))?;
             file.sync_all().map_err(|e| self.fail("fsync", e))?;
         }
         Ok(())
     }
 
     fn posted(&self, line: usize) -> Posted {
-        Posted {
-            remote_id: format!("line {line}"),
-            url: None,
-        }
+        Posted { remote_id: format!("line {line}"), url: None }
     }
 }
 
@@ -123,10 +112,8 @@ impl Network for Outbox {
         };
         let mut bytes = serde_json::to_vec(&line).map_err(|e| NetError::Rejected(e.to_string()))?;
         bytes.push(b'\n');
-        let mut file: File = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| self.fail("open", e))?;
+        let mut file: File =
+            OpenOptions::new().append(true).open(&self.path).map_err(|e| self.fail("open", e))?;
         // One write of the whole line: a crash leaves either nothing or a torn line, and a
         // torn line is cut off by the next load.
         let written = file.write_all(&bytes).and_then(|()| file.sync_data());
