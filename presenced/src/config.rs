@@ -30,11 +30,7 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Env {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         // systemd may pass several directories separated by ':'; the first is ours.
         let first = |name: &str| {
             var(name).map(|p| {
@@ -71,8 +67,7 @@ impl Env {
         if self.is_root {
             return PathBuf::from("/etc/presenced/presenced.toml");
         }
-        self.xdg_dir(&self.xdg_config_home, ".config")
-            .join("presenced/presenced.toml")
+        self.xdg_dir(&self.xdg_config_home, ".config").join("presenced/presenced.toml")
     }
 
     fn default_state_dir(&self) -> PathBuf {
@@ -82,8 +77,7 @@ impl Env {
         if self.is_root {
             return PathBuf::from("/var/lib/presenced");
         }
-        self.xdg_dir(&self.xdg_state_home, ".local/state")
-            .join("presenced")
+        self.xdg_dir(&self.xdg_state_home, ".local/state").join("presenced")
     }
 
     fn default_socket(&self) -> PathBuf {
@@ -147,8 +141,12 @@ pub enum FirstRun {
 pub struct AccountConfig {
     pub name: String,
     pub kind: AccountKind,
+    /// The Mastodon server, or the Bluesky PDS (`service` in the file).
     pub server: Option<String>,
     pub token: Option<SecretSource>,
+    /// Bluesky: the account's handle and app password.
+    pub handle: Option<String>,
+    pub password: Option<SecretSource>,
     pub visibility: Option<String>,
     pub language: Option<String>,
 }
@@ -272,7 +270,10 @@ struct RawAccount {
     name: Spanned<String>,
     kind: AccountKind,
     server: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
     token: Option<SecretSource>,
+    handle: Option<String>,
+    password: Option<SecretSource>,
     visibility: Option<String>,
     language: Option<String>,
 }
@@ -318,43 +319,29 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             Ok(u) => {
                 return Err(err(
                     at(f.url.span()),
-                    format!(
-                        "feed url {url:?}: scheme {:?} is not http, https or file",
-                        u.scheme()
-                    ),
+                    format!("feed url {url:?}: scheme {:?} is not http, https or file", u.scheme()),
                 ))
             }
             Err(e) => return Err(err(at(f.url.span()), format!("feed url {url:?}: {e}"))),
         }
         if feeds.iter().any(|other: &FeedConfig| other.url == url) {
-            return Err(err(
-                at(f.url.span()),
-                format!("feed {url:?} is configured twice"),
-            ));
+            return Err(err(at(f.url.span()), format!("feed {url:?} is configured twice")));
         }
         let duration = |field: &Option<Spanned<String>>, name: &str, default: Duration| match field
         {
             None => Ok(default),
             Some(s) => humantime::parse_duration(s.get_ref()).map_err(|e| {
-                err(
-                    at(s.span()),
-                    format!("feed {url:?}: {name} {:?}: {e}", s.get_ref()),
-                )
+                err(at(s.span()), format!("feed {url:?}: {name} {:?}: {e}", s.get_ref()))
             }),
         };
         let interval = duration(&f.interval, "interval", DEFAULT_INTERVAL)?;
         if interval < MIN_INTERVAL {
             let span = f.interval.as_ref().map(|s| s.span());
-            return Err(err(
-                span,
-                format!("feed {url:?}: interval must be at least 1s"),
-            ));
+            return Err(err(span, format!("feed {url:?}: interval must be at least 1s")));
         }
         let max_age = duration(&f.max_age, "max_age", DEFAULT_MAX_AGE)?;
-        let template = f
-            .template
-            .as_ref()
-            .map_or(DEFAULT_TEMPLATE.to_owned(), |t| t.get_ref().clone());
+        let template =
+            f.template.as_ref().map_or(DEFAULT_TEMPLATE.to_owned(), |t| t.get_ref().clone());
         if let Err(e) = crate::fit::check_template(&template) {
             let span = f.template.as_ref().map(|s| s.span());
             return Err(err(span, format!("feed {url:?}: template: {e}")));
@@ -402,25 +389,42 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
         let a = spanned.get_ref();
         let name = a.name.get_ref().trim().to_owned();
         let here = Some(spanned.span());
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_alphanumeric() || "-_.".contains(c))
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
             return Err(err(
                 Some(a.name.span()),
                 format!("account name {name:?}: use letters, digits, '-', '_' or '.'"),
             ));
         }
         if accounts.iter().any(|other| other.name == name) {
-            return Err(err(
-                Some(a.name.span()),
-                format!("account {name:?} is configured twice"),
-            ));
+            return Err(err(Some(a.name.span()), format!("account {name:?} is configured twice")));
         }
         let needs_server = matches!(a.kind, AccountKind::Mastodon);
-        let needs_token = !matches!(a.kind, AccountKind::Outbox);
-        let server = match &a.server {
+        let needs_token =
+            matches!(a.kind, AccountKind::Mastodon | AccountKind::X | AccountKind::Facebook);
+        if a.kind == AccountKind::Bluesky {
+            if a.handle.as_deref().map_or(true, |h| h.trim().is_empty()) {
+                return Err(err(
+                    here,
+                    format!(
+                        "account {name:?}: handle is required, e.g. handle = \"you.bsky.social\""
+                    ),
+                ));
+            }
+            if a.password.is_none() {
+                return Err(err(
+                    here,
+                    format!("account {name:?}: password is required (an app password), e.g. password = {{ credential = \"{name}-password\" }}"),
+                ));
+            }
+        }
+        if a.service.is_some() && a.kind != AccountKind::Bluesky {
+            let span = a.service.as_ref().map(|s| s.span());
+            return Err(err(
+                span,
+                format!("account {name:?}: service is for bluesky accounts; use server"),
+            ));
+        }
+        let server = match a.server.as_ref().or(a.service.as_ref()) {
             Some(s) => {
                 let text = s.get_ref().trim().trim_end_matches('/').to_owned();
                 match url::Url::parse(&text) {
@@ -451,6 +455,8 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             kind: a.kind,
             server,
             token: a.token.clone(),
+            handle: a.handle.as_ref().map(|h| h.trim().trim_start_matches('@').to_owned()),
+            password: a.password.clone(),
             visibility: a.visibility.clone(),
             language: a.language.clone(),
         });
@@ -459,12 +465,8 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
     let base = path.parent().unwrap_or(Path::new("."));
     Ok(Config {
         path: path.to_owned(),
-        state_dir: raw
-            .state_dir
-            .map_or_else(|| env.default_state_dir(), |p| base.join(p)),
-        socket: raw
-            .socket
-            .map_or_else(|| env.default_socket(), |p| base.join(p)),
+        state_dir: raw.state_dir.map_or_else(|| env.default_state_dir(), |p| base.join(p)),
+        socket: raw.socket.map_or_else(|| env.default_socket(), |p| base.join(p)),
         control_group: raw.control_group,
         feeds,
         accounts,
@@ -487,11 +489,7 @@ fn feed_url(text: &str, config_path: &Path) -> Result<String, String> {
 
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -499,43 +497,26 @@ mod tests {
     use super::*;
 
     fn env() -> Env {
-        Env {
-            home: Some("/home/u".into()),
-            ..Env::default()
-        }
+        Env { home: Some("/home/u".into()), ..Env::default() }
     }
 
     fn parse_err(text: &str) -> String {
-        parse(text, Path::new("/c.toml"), &env())
-            .unwrap_err()
-            .to_string()
+        parse(text, Path::new("/c.toml"), &env()).unwrap_err().to_string()
     }
 
     #[test]
     fn paths_follow_the_documented_order() {
         let mut e = env();
-        assert_eq!(
-            e.config_path(None),
-            PathBuf::from("/home/u/.config/presenced/presenced.toml")
-        );
+        assert_eq!(e.config_path(None), PathBuf::from("/home/u/.config/presenced/presenced.toml"));
         e.xdg_config_home = Some("/x".into());
-        assert_eq!(
-            e.config_path(None),
-            PathBuf::from("/x/presenced/presenced.toml")
-        );
+        assert_eq!(e.config_path(None), PathBuf::from("/x/presenced/presenced.toml"));
         e.is_root = true;
-        assert_eq!(
-            e.config_path(None),
-            PathBuf::from("/etc/presenced/presenced.toml")
-        );
+        assert_eq!(e.config_path(None), PathBuf::from("/etc/presenced/presenced.toml"));
         e.configuration_directory = Some("/etc/sd".into());
         assert_eq!(e.config_path(None), PathBuf::from("/etc/sd/presenced.toml"));
         e.presenced_config = Some("/env.toml".into());
         assert_eq!(e.config_path(None), PathBuf::from("/env.toml"));
-        assert_eq!(
-            e.config_path(Some(Path::new("/flag.toml"))),
-            PathBuf::from("/flag.toml")
-        );
+        assert_eq!(e.config_path(Some(Path::new("/flag.toml"))), PathBuf::from("/flag.toml"));
     }
 
     #[test]
@@ -544,10 +525,7 @@ mod tests {
         e.xdg_runtime_dir = Some("/run/user/1000".into());
         let c = parse("", Path::new("/c.toml"), &e).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/home/u/.local/state/presenced"));
-        assert_eq!(
-            c.socket,
-            PathBuf::from("/run/user/1000/presenced/control.sock")
-        );
+        assert_eq!(c.socket, PathBuf::from("/run/user/1000/presenced/control.sock"));
         e.state_directory = Some("/var/lib/presenced".into());
         e.runtime_directory = Some("/run/presenced".into());
         let c = parse("", Path::new("/c.toml"), &e).unwrap();
@@ -586,14 +564,8 @@ kind = "outbox"
         .unwrap();
         assert_eq!(c.feeds[0].interval, Duration::from_secs(300));
         assert_eq!(c.feeds[0].on_first_run, FirstRun::AnnounceLatest(2));
-        assert_eq!(
-            c.accounts[0].server.as_deref(),
-            Some("https://mastodon.social")
-        );
-        assert_eq!(
-            c.accounts[0].token,
-            Some(SecretSource::Credential("masto-token".into()))
-        );
+        assert_eq!(c.accounts[0].server.as_deref(), Some("https://mastodon.social"));
+        assert_eq!(c.accounts[0].token, Some(SecretSource::Credential("masto-token".into())));
         assert_eq!(c.accounts[1].kind, AccountKind::Outbox);
     }
 
@@ -611,10 +583,8 @@ kind = "outbox"
         );
         assert!(parse_err("bogus = 1\n").starts_with("/c.toml:1: unknown field `bogus`"));
         assert!(parse_err("[[feed]]\nurl = \"ftp://x/\"\n").starts_with("/c.toml:2: feed"));
-        assert!(
-            parse_err("[[feed]]\nurl = \"https://a/\"\ntemplate = \"{nope}\"\n")
-                .starts_with("/c.toml:3: feed \"https://a/\": template:")
-        );
+        assert!(parse_err("[[feed]]\nurl = \"https://a/\"\ntemplate = \"{nope}\"\n")
+            .starts_with("/c.toml:3: feed \"https://a/\": template:"));
     }
 
     #[test]
@@ -635,10 +605,7 @@ kind = "outbox"
         std::io::Write::write_all(&mut f, b"s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let source = SecretSource::File(path.clone());
-        assert!(source
-            .load(None)
-            .unwrap_err()
-            .contains("readable by group or others"));
+        assert!(source.load(None).unwrap_err().contains("readable by group or others"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let secret = source.load(None).unwrap();
         assert_eq!(secret.expose(), "s3cret");

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AccountKind, Config};
+use crate::config::Config;
 use crate::feed::{FeedReport, FeedResult};
 use crate::fit::{self, Parts, Rules};
 use crate::inbox::{AnswerRef, ConvError};
@@ -34,13 +34,42 @@ pub const INBOX: usize = 64;
 /// Everything that can make the core act. Every trigger is one arm of [`Core::handle`].
 #[derive(Debug)]
 pub enum Event {
-    Control { request: Request, reply: oneshot::Sender<Response> },
-    Feed { feed: String, report: FeedReport },
-    Announced { article: u64, account: String, outcome: Outcome },
-    Answered { account: String, answer: AnswerRef, outcome: Outcome },
-    Mentions { account: String, mentions: Mentions },
-    AccountHealth { account: String, health: String, info: Option<AccountInfo> },
-    Reload { config: Box<Config>, reply: oneshot::Sender<()> },
+    Control {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Feed {
+        feed: String,
+        report: FeedReport,
+    },
+    Announced {
+        article: u64,
+        account: String,
+        outcome: Outcome,
+    },
+    Answered {
+        account: String,
+        answer: AnswerRef,
+        outcome: Outcome,
+    },
+    Mentions {
+        account: String,
+        mentions: Mentions,
+    },
+    /// A network's session data to keep (see [`network::Network::session_data`]).
+    AccountData {
+        account: String,
+        data: BTreeMap<String, String>,
+    },
+    AccountHealth {
+        account: String,
+        health: String,
+        info: Option<AccountInfo>,
+    },
+    Reload {
+        config: Box<Config>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// What the core knows about a running account beyond the state.
@@ -207,6 +236,10 @@ impl Core {
                 self.on_answered(&account, answer, outcome)
             }
             Event::Mentions { account, mentions } => self.on_mentions(&account, mentions),
+            Event::AccountData { account, data } => {
+                self.state.accounts.entry(account).or_default().data = data;
+                self.dirty = true;
+            }
             Event::AccountHealth { account, health, info } => {
                 if let Some(acc) = self.accounts.get_mut(&account) {
                     acc.health = health;
@@ -516,15 +549,16 @@ impl Core {
                     .map(|a| a.cursors.clone())
                     .unwrap_or_default(),
                 watch: self.recent_posts(&name),
+                session: self.state.accounts.get(&name).map(|a| a.data.clone()).unwrap_or_default(),
             };
-            let health = match account.kind {
-                AccountKind::Outbox => {
-                    let path = self.config.state_dir.join("outbox.jsonl");
-                    self.tracker.spawn(worker.run(network::outbox::Outbox::new(&name, path)));
-                    "starting".to_owned()
-                }
-                other => format!("{} accounts are not supported yet", other.as_str()),
-            };
+            let health =
+                match network::spawn(&account, &self.config, worker, &self.http, &self.tracker) {
+                    Ok(()) => "starting".to_owned(),
+                    Err(why) => {
+                        tracing::error!(account = %name, "account cannot start: {why}");
+                        why
+                    }
+                };
             self.accounts.insert(name, Account { jobs, health, rules: None, busy: None });
         }
         for feed in self.config.feeds.clone() {

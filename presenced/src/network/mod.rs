@@ -5,6 +5,7 @@
 //! (everything needed, including the announcement key) and answers with a result; the core
 //! records it.
 
+pub mod bluesky;
 pub mod outbox;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use tokio_util::task::TaskTracker;
+
+use crate::config::{AccountConfig, AccountKind, Config};
 use crate::core::Event;
 use crate::fit::Rules;
 use crate::state::Outcome;
@@ -147,6 +151,12 @@ pub trait Network: Send + 'static {
     fn reply(&mut self, _reply: &Reply) -> impl Future<Output = Result<Posted, NetError>> + Send {
         async { Err(NetError::Rejected("this account cannot answer".into())) }
     }
+    /// Session data the account wants kept across restarts (refreshable tokens, resolved
+    /// endpoints), handed back to the constructor on the next start. The worker stores it
+    /// whenever it changes. Never logged.
+    fn session_data(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
     /// Looks for an earlier attempt of this answer; `Ok(None)` is a proven absence.
     fn find_reply(
         &mut self,
@@ -163,6 +173,41 @@ pub enum Job {
     Reply(Reply),
 }
 
+/// Builds the account's network adapter and runs its worker on `tracker`. An error (a
+/// missing or unreadable secret, say) is the account's health; the daemon runs on.
+pub fn spawn(
+    account: &AccountConfig,
+    config: &Config,
+    worker: Worker,
+    http: &reqwest::Client,
+    tracker: &TaskTracker,
+) -> Result<(), String> {
+    let secret = |source: &Option<crate::config::SecretSource>, what: &str| {
+        source
+            .as_ref()
+            .ok_or_else(|| format!("{what} is not configured"))?
+            .load(config.credentials_directory.as_deref())
+            .map_err(|e| format!("{what}: {e}"))
+    };
+    let name = account.name.as_str();
+    match account.kind {
+        AccountKind::Outbox => {
+            let path = config.state_dir.join("outbox.jsonl");
+            tracker.spawn(worker.run(outbox::Outbox::new(name, path)));
+        }
+        AccountKind::Bluesky => {
+            let password = secret(&account.password, "password")?;
+            let service = account.server.as_deref().unwrap_or(bluesky::DEFAULT_SERVICE);
+            let handle = account.handle.as_deref().unwrap_or_default();
+            let session = worker.session.clone();
+            let net = bluesky::Bluesky::new(name, service, handle, password, session, http.clone());
+            tracker.spawn(worker.run(net));
+        }
+        other => return Err(format!("{} accounts are not supported yet", other.as_str())),
+    }
+    Ok(())
+}
+
 /// How many of our recent posts a worker watches for replies that did not notify us.
 const WATCH: usize = 20;
 
@@ -177,6 +222,8 @@ pub struct Worker {
     pub cursors: BTreeMap<String, String>,
     /// Our recent posts, newest last.
     pub watch: Vec<String>,
+    /// The session data last stored for this account.
+    pub session: BTreeMap<String, String>,
 }
 
 impl Worker {
@@ -185,6 +232,9 @@ impl Worker {
     /// to the core. One job at a time keeps at most one post per account in doubt.
     pub async fn run<N: Network>(mut self, mut network: N) {
         let Some(info) = self.start(&mut network).await else { return };
+        if !self.store_session(&network).await {
+            return;
+        }
         let mut wakeups = network.take_wakeups();
         let mut ticker = info.mention_interval.map(|every| {
             let mut t = tokio::time::interval(every);
@@ -231,6 +281,9 @@ impl Worker {
                     Err(None) => return,
                 }
             }
+            if !self.store_session(&network).await {
+                return;
+            }
         }
     }
 
@@ -266,6 +319,17 @@ impl Worker {
             }
             delay = (delay * 2).min(Duration::from_secs(600));
         }
+    }
+
+    /// Sends the network's session data to the core when it changed (a refreshed token must
+    /// be durable before it is relied on). Returns false when the core is gone.
+    async fn store_session<N: Network>(&mut self, network: &N) -> bool {
+        let data = network.session_data();
+        if data == self.session {
+            return true;
+        }
+        self.session = data.clone();
+        self.core.send(Event::AccountData { account: self.account.clone(), data }).await.is_ok()
     }
 
     /// Returns false when the core is gone or the worker is cancelled. A cancelled attempt
