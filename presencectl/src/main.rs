@@ -20,7 +20,11 @@ const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 69;
 
 #[derive(Debug, Parser)]
-#[command(name = "presencectl", version, about = "Talk to presenced: announcements, status")]
+#[command(
+    name = "presencectl",
+    version,
+    about = "Talk to presenced: conversations, announcements, status"
+)]
 struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "PRESENCECTL_SOCKET")]
@@ -61,6 +65,11 @@ enum Command {
     Done { id: String },
     /// Put a snoozed or finished conversation back in the queue.
     Reopen { id: String },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), e.g. `presencectl manpage > presencectl.1`.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +112,25 @@ enum PostsAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These two need no daemon.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "presencectl", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpage => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("presencectl: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let request = match request_for(&cli.command) {
         Ok(r) => r,
         Err(msg) => {
@@ -183,6 +211,9 @@ fn request_for(command: &Command) -> Result<Request, String> {
         }
         Command::Done { id } => Request::Done { id: conversation_id(id)? },
         Command::Reopen { id } => Request::Reopen { id: conversation_id(id)? },
+        Command::Completions { .. } | Command::Manpage => {
+            return Err("needs no daemon".into());
+        }
         Command::Posts(args) => match &args.action {
             Some(PostsAction::Approve { id }) => {
                 Request::PostAction { id: article_id(id)?, action: PostAction::Approve }
