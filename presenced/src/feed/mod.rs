@@ -56,16 +56,9 @@ impl Watcher {
         }
         loop {
             let (status, result, wait) = self.check().await;
-            let report = FeedReport {
-                at: now(),
-                status,
-                result,
-                next_fetch: now() + wait.as_secs() as i64,
-            };
-            let event = Event::Feed {
-                feed: self.feed.url.clone(),
-                report,
-            };
+            let report =
+                FeedReport { at: now(), status, result, next_fetch: now() + wait.as_secs() as i64 };
+            let event = Event::Feed { feed: self.feed.url.clone(), report };
             if self.core.send(event).await.is_err() {
                 return;
             }
@@ -79,10 +72,8 @@ impl Watcher {
 
     /// One fetch and parse; returns the status, the result and how long to wait.
     async fn check(&mut self) -> (String, FeedResult, Duration) {
-        let validators = Validators {
-            etag: self.etag.clone(),
-            last_modified: self.last_modified.clone(),
-        };
+        let validators =
+            Validators { etag: self.etag.clone(), last_modified: self.last_modified.clone() };
         let fetched = tokio::select! {
             f = fetch::fetch(&self.http, &self.current_url, &validators, self.feed.max_bytes) => f,
             () = self.cancel.cancelled() => {
@@ -114,12 +105,7 @@ impl Watcher {
                 self.failures = 0;
                 (fetch.status, FeedResult::NotModified, self.feed.interval)
             }
-            Fetched::Body {
-                bytes,
-                content_type,
-                validators,
-                url,
-            } => {
+            Fetched::Body { bytes, content_type, validators, url } => {
                 let parsed = tokio::task::spawn_blocking(move || {
                     presence_feed::parse(&bytes, &url, content_type.as_deref())
                 })
@@ -141,7 +127,7 @@ impl Watcher {
                 self.failures = 0;
                 self.etag = validators.etag.clone();
                 self.last_modified = validators.last_modified.clone();
-                let items = feed.items.into_iter().filter_map(candidate).collect();
+                let items = candidates(feed.items);
                 let result = FeedResult::Items {
                     items,
                     etag: validators.etag,
@@ -162,9 +148,38 @@ impl Watcher {
     }
 }
 
-fn candidate(item: presence_feed::Item) -> Option<Candidate> {
-    let identity = item.identity()?;
-    let canonical_link = item.link.as_deref().and_then(presence_feed::canonical_link);
+/// The parser's items as the rules see them. A link shared by several items of one fetch
+/// (a podcast whose episodes all point at the show's page) identifies none of them: such
+/// items without a guid are told apart by their title and date instead, and the shared
+/// link is not remembered, or every later episode would look already seen.
+fn candidates(items: Vec<presence_feed::Item>) -> Vec<Candidate> {
+    let mut links: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for link in
+        items.iter().filter_map(|i| i.link.as_deref().and_then(presence_feed::canonical_link))
+    {
+        *links.entry(link).or_default() += 1;
+    }
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let link = item.link.as_deref().and_then(presence_feed::canonical_link);
+            let shared = link.as_ref().is_some_and(|l| links.get(l).copied().unwrap_or(0) > 1);
+            candidate(item, shared)
+        })
+        .collect()
+}
+
+fn candidate(item: presence_feed::Item, shared_link: bool) -> Option<Candidate> {
+    let mut identity = item.identity()?;
+    let mut canonical_link = item.link.as_deref().and_then(presence_feed::canonical_link);
+    if shared_link {
+        if item.id.is_none() {
+            let published = item.published.map(|p| p.to_string()).unwrap_or_default();
+            let key = crate::state::announcement_key(&identity, &item.title, &published);
+            identity = format!("urn:presence:shared-link:{key}");
+        }
+        canonical_link = None;
+    }
     Some(Candidate {
         identity,
         canonical_link,
@@ -175,4 +190,44 @@ fn candidate(item: presence_feed::Item) -> Option<Candidate> {
         image: item.image,
         published: item.published.or(item.updated),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(title: &str, link: &str, id: Option<&str>) -> presence_feed::Item {
+        presence_feed::Item {
+            id: id.map(str::to_owned),
+            link: Some(link.to_owned()),
+            title: title.to_owned(),
+            summary: String::new(),
+            tags: vec![],
+            published: Some(1),
+            updated: None,
+            image: None,
+        }
+    }
+
+    #[test]
+    fn a_link_shared_by_several_items_identifies_none() {
+        let c = candidates(vec![
+            item("Episode 2", "https://pod/show", None),
+            item("Episode 1", "https://pod/show", None),
+            item("Episode 0", "https://pod/show", Some("guid-0")),
+            item("Post", "https://pod/post", None),
+        ]);
+        assert_ne!(c[0].identity, c[1].identity);
+        assert!(c[0].identity.starts_with("urn:presence:shared-link:"));
+        assert_eq!(c[2].identity, "guid-0");
+        assert!(c[..3].iter().all(|c| c.canonical_link.is_none()));
+        assert_eq!(c[3].identity, "https://pod/post");
+        assert_eq!(c[3].canonical_link.as_deref(), Some("https://pod/post"));
+        // Stable across fetches.
+        let again = candidates(vec![
+            item("Episode 2", "https://pod/show", None),
+            item("Episode 1", "https://pod/show", None),
+        ]);
+        assert_eq!(again[0].identity, c[0].identity);
+    }
 }
