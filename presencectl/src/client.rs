@@ -10,10 +10,7 @@ use crate::proto::{self, Conn, Hello, ProtoError, Request, Response, ServerHello
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach presenced at {path}: {source}")]
-    Unreachable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Unreachable { path: PathBuf, source: std::io::Error },
     #[error("presenced refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -30,13 +27,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream =
-            UnixStream::connect(path)
-                .await
-                .map_err(|source| ClientError::Unreachable {
-                    path: path.to_owned(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
         let mut conn = Conn::new(stream);
         let software = format!("presencectl {}", env!("CARGO_PKG_VERSION"));
         // A daemon that refuses us may close before reading our hello: its refusal is
@@ -58,10 +51,7 @@ impl Client {
                 hello.version,
             )));
         }
-        Ok(Client {
-            conn,
-            daemon_software: hello.software,
-        })
+        Ok(Client { conn, daemon_software: hello.software })
     }
 
     pub async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {

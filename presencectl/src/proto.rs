@@ -51,11 +51,7 @@ pub struct Hello {
 
 impl Hello {
     pub fn new(software: &str) -> Self {
-        Hello {
-            magic: HELLO_MAGIC,
-            version: PROTOCOL_VERSION,
-            software: software.to_owned(),
-        }
+        Hello { magic: HELLO_MAGIC, version: PROTOCOL_VERSION, software: software.to_owned() }
     }
 }
 
@@ -80,17 +76,36 @@ pub fn version_mismatch(client: u32, daemon: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Status,
-    Posts { filter: PostFilter },
-    PostAction { id: u64, action: PostAction },
+    Posts {
+        filter: PostFilter,
+    },
+    PostAction {
+        id: u64,
+        action: PostAction,
+    },
     Poll,
-    ListConversations { filter: ConversationFilter },
-    ShowConversation { id: u64 },
+    ListConversations {
+        filter: ConversationFilter,
+    },
+    ShowConversation {
+        id: u64,
+    },
     /// Posts the answer and replies once the network has answered (or the attempt failed).
-    Answer { id: u64, text: String },
+    Answer {
+        id: u64,
+        text: String,
+    },
     /// Until a unix time, computed by the client in the human's time zone.
-    Snooze { id: u64, until: i64 },
-    Done { id: u64 },
-    Reopen { id: u64 },
+    Snooze {
+        id: u64,
+        until: i64,
+    },
+    Done {
+        id: u64,
+    },
+    Reopen {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,17 +361,12 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn new(stream: S) -> Self {
-        Conn {
-            framed: Framed::new(stream, codec()),
-        }
+        Conn { framed: Framed::new(stream, codec()) }
     }
 
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtoError> {
         let body = encode(value)?;
-        self.framed
-            .send(bytes::Bytes::from(body))
-            .await
-            .map_err(ProtoError::Frame)
+        self.framed.send(bytes::Bytes::from(body)).await.map_err(ProtoError::Frame)
     }
 
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<T, ProtoError> {
@@ -371,9 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         limit: Duration,
     ) -> Result<T, ProtoError> {
-        tokio::time::timeout(limit, self.recv())
-            .await
-            .map_err(|_| ProtoError::Timeout)?
+        tokio::time::timeout(limit, self.recv()).await.map_err(|_| ProtoError::Timeout)?
     }
 
     pub fn into_inner(self) -> S {
@@ -440,17 +448,9 @@ mod tests {
     #[test]
     fn requests_layout() {
         golden(Request::Status, "00000000");
+        golden(Request::Posts { filter: PostFilter::Failed }, "0100000002000000");
         golden(
-            Request::Posts {
-                filter: PostFilter::Failed,
-            },
-            "0100000002000000",
-        );
-        golden(
-            Request::PostAction {
-                id: 7,
-                action: PostAction::Retry,
-            },
+            Request::PostAction { id: 7, action: PostAction::Retry },
             "02000000070000000000000002000000",
         );
         golden(Request::Poll, "03000000");
@@ -463,10 +463,7 @@ mod tests {
             Request::Answer { id: 3, text: "hi".into() },
             "06000000030000000000000002000000000000006869",
         );
-        golden(
-            Request::Snooze { id: 3, until: 256 },
-            "0700000003000000000000000001000000000000",
-        );
+        golden(Request::Snooze { id: 3, until: 256 }, "0700000003000000000000000001000000000000");
         golden(Request::Done { id: 3 }, "080000000300000000000000");
         golden(Request::Reopen { id: 3 }, "090000000300000000000000");
     }
@@ -474,10 +471,7 @@ mod tests {
     #[test]
     fn responses_layout() {
         golden(
-            Response::Error(ErrorReply {
-                kind: ErrorKind::NotFound,
-                message: "x".into(),
-            }),
+            Response::Error(ErrorReply { kind: ErrorKind::NotFound, message: "x".into() }),
             "0000000001000000010000000000000078",
         );
         golden(Response::Done("ok".into()), "0300000002000000000000006f6b");

@@ -39,11 +39,7 @@ pub enum BindError {
     #[error("{}: another presenced is listening there", .0.display())]
     InUse(PathBuf),
     #[error("{}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
 }
 
 impl Listener {
@@ -62,22 +58,13 @@ impl Listener {
             std::os::unix::net::UnixListener::from_raw_fd(fd)
         };
         std_listener.set_nonblocking(true)?;
-        Ok(Some(Listener {
-            listener: UnixListener::from_std(std_listener)?,
-            created: None,
-        }))
+        Ok(Some(Listener { listener: UnixListener::from_std(std_listener)?, created: None }))
     }
 
     /// Binds at `path`. A stale socket file (nobody answers on it) is replaced; a live one or
     /// a file that is not a socket is an error.
     pub fn bind(path: &Path, group: Option<&str>) -> Result<Listener, BindError> {
-        let err = |op| {
-            move |source| BindError::Io {
-                path: path.to_owned(),
-                op,
-                source,
-            }
-        };
+        let err = |op| move |source| BindError::Io { path: path.to_owned(), op, source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(err("create directory"))?;
         }
@@ -105,10 +92,7 @@ impl Listener {
                 _ => tracing::warn!("control_group {name:?} does not exist"),
             }
         }
-        Ok(Listener {
-            listener,
-            created: Some(path.to_owned()),
-        })
+        Ok(Listener { listener, created: Some(path.to_owned()) })
     }
 }
 
@@ -128,10 +112,7 @@ impl Access {
                 None
             }
         });
-        Access {
-            own_uid: nix::unistd::geteuid().as_raw(),
-            group,
-        }
+        Access { own_uid: nix::unistd::geteuid().as_raw(), group }
     }
 
     pub fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
@@ -144,9 +125,7 @@ impl Access {
             }
             return Err(format!("uid {uid} may not use presenced (not root, not the daemon's user, not in group {name})"));
         }
-        Err(format!(
-            "uid {uid} may not use presenced (only root and the daemon's user may)"
-        ))
+        Err(format!("uid {uid} may not use presenced (only root and the daemon's user may)"))
     }
 }
 
@@ -210,11 +189,8 @@ fn server_hello(refusal: Option<String>) -> ServerHello {
 
 async fn refuse(stream: UnixStream, why: String) {
     let mut conn = Conn::new(stream);
-    let _ = tokio::time::timeout(
-        proto::HANDSHAKE_TIMEOUT,
-        conn.send(&server_hello(Some(why))),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why)))).await;
 }
 
 async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Access) {
@@ -229,11 +205,8 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
     let hello = conn.recv_within::<Hello>(proto::HANDSHAKE_TIMEOUT).await;
     if let Err(why) = access.check(cred.uid(), cred.gid()) {
         tracing::warn!(uid = cred.uid(), "refused a client: {why}");
-        let _ = tokio::time::timeout(
-            proto::HANDSHAKE_TIMEOUT,
-            conn.send(&server_hello(Some(why))),
-        )
-        .await;
+        let _ = tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why))))
+            .await;
         return;
     }
     let hello = match hello {
@@ -241,11 +214,9 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
         Err(e) => {
             tracing::debug!("bad hello: {e}");
             let why = format!("expected a presencectl hello: {e}");
-            let _ = tokio::time::timeout(
-                proto::HANDSHAKE_TIMEOUT,
-                conn.send(&server_hello(Some(why))),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(proto::HANDSHAKE_TIMEOUT, conn.send(&server_hello(Some(why))))
+                    .await;
             return;
         }
     };
@@ -277,11 +248,7 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
             }
         };
         let (tx, rx) = oneshot::channel();
-        if core
-            .send(Event::Control { request, reply: tx })
-            .await
-            .is_err()
-        {
+        if core.send(Event::Control { request, reply: tx }).await.is_err() {
             return;
         }
         let Ok(response) = rx.await else { return };

@@ -104,14 +104,7 @@ async fn reload(path: &Path, env: &config::Env, events: &mpsc::Sender<Event>) {
     match config::load(path, env) {
         Ok(config) => {
             let (tx, rx) = oneshot::channel();
-            if events
-                .send(Event::Reload {
-                    config: Box::new(config),
-                    reply: tx,
-                })
-                .await
-                .is_ok()
-            {
+            if events.send(Event::Reload { config: Box::new(config), reply: tx }).await.is_ok() {
                 let _ = rx.await;
             }
         }

@@ -101,42 +101,22 @@ impl Rules {
     }
 
     pub fn bluesky() -> Self {
-        Rules {
-            max_len: 300,
-            url_len: None,
-            counting: Counting::Graphemes,
-            max_bytes: Some(3000),
-        }
+        Rules { max_len: 300, url_len: None, counting: Counting::Graphemes, max_bytes: Some(3000) }
     }
 
     pub fn x() -> Self {
-        Rules {
-            max_len: 280,
-            url_len: Some(23),
-            counting: Counting::XWeighted,
-            max_bytes: None,
-        }
+        Rules { max_len: 280, url_len: Some(23), counting: Counting::XWeighted, max_bytes: None }
     }
 
     /// The sources state no limit for Page posts; 63,206 is the widely reported one. Whether
     /// Facebook counts UTF-16 units is unknown, which is moot for announcements this short.
     pub fn facebook() -> Self {
-        Rules {
-            max_len: 63_206,
-            url_len: None,
-            counting: Counting::Chars,
-            max_bytes: None,
-        }
+        Rules { max_len: 63_206, url_len: None, counting: Counting::Chars, max_bytes: None }
     }
 
     /// The outbox has no network behind it; its limit keeps dry runs comparable to real posts.
     pub fn outbox() -> Self {
-        Rules {
-            max_len: 500,
-            url_len: None,
-            counting: Counting::Chars,
-            max_bytes: None,
-        }
+        Rules { max_len: 500, url_len: None, counting: Counting::Chars, max_bytes: None }
     }
 }
 
@@ -165,16 +145,10 @@ impl fmt::Display for FitError {
                 "unknown placeholder {{{name}}} (known: {{title}}, {{url}}, {{summary}}, {{tags}})"
             ),
             FitError::UnclosedBrace { offset } => {
-                write!(
-                    f,
-                    "unclosed {{ at byte {offset} (write {{{{ for a literal brace)"
-                )
+                write!(f, "unclosed {{ at byte {offset} (write {{{{ for a literal brace)")
             }
             FitError::UnmatchedBrace { offset } => {
-                write!(
-                    f,
-                    "unmatched }} at byte {offset} (write }}}} for a literal brace)"
-                )
+                write!(f, "unmatched }} at byte {offset} (write }}}} for a literal brace)")
             }
             FitError::InvalidUrl(url) => write!(f, "article url {url:?} is not an http(s) url"),
             FitError::UrlTooLong { length, max_len } => write!(
@@ -234,11 +208,7 @@ pub fn render(template: &str, parts: &Parts<'_>, rules: &Rules) -> Result<String
     let title = clean_text(parts.title);
     let summary = clean_text(parts.summary);
     let tags = hashtags(parts.tags);
-    let uses = |field: Field| {
-        pieces
-            .iter()
-            .any(|p| matches!(p, Piece::Field(f) if *f == field))
-    };
+    let uses = |field: Field| pieces.iter().any(|p| matches!(p, Piece::Field(f) if *f == field));
     let build =
         |title: &str, summary: &str, tags: &[String]| assemble(&pieces, title, url, summary, tags);
     let ok = |text: &str| fits(text, rules);
@@ -246,16 +216,10 @@ pub fn render(template: &str, parts: &Parts<'_>, rules: &Rules) -> Result<String
     let skeleton = build("", "", &[]);
     let needed = length(&skeleton, rules);
     if needed > rules.max_len {
-        return Err(FitError::UrlTooLong {
-            length: needed,
-            max_len: rules.max_len,
-        });
+        return Err(FitError::UrlTooLong { length: needed, max_len: rules.max_len });
     }
     if let Some(max_bytes) = rules.max_bytes.filter(|&max| skeleton.len() > max) {
-        return Err(FitError::UrlTooManyBytes {
-            bytes: skeleton.len(),
-            max_bytes,
-        });
+        return Err(FitError::UrlTooManyBytes { bytes: skeleton.len(), max_bytes });
     }
 
     let full = build(&title, &summary, &tags);
@@ -296,10 +260,7 @@ pub fn hashtag(tag: &str) -> Option<String> {
     let mut start = None;
     for (i, g) in tag.grapheme_indices(true) {
         // Judging whole clusters keeps combining marks with their letter.
-        let wordy = g
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let wordy = g.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_');
         match (wordy, start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -427,10 +388,7 @@ fn assemble(pieces: &[Piece], title: &str, url: &str, summary: &str, tags: &[Str
     let mut out = String::new();
     let mut blank = false;
     for (line, has_field) in &lines {
-        let mut words = line
-            .split([' ', '\t', '\r'])
-            .filter(|w| !w.is_empty())
-            .peekable();
+        let mut words = line.split([' ', '\t', '\r']).filter(|w| !w.is_empty()).peekable();
         if words.peek().is_none() {
             blank |= !has_field;
             continue;
@@ -474,11 +432,7 @@ fn clean_text(s: &str) -> String {
 }
 
 fn is_unwanted(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{FEFF}' | '\u{FFFE}' | '\u{FFFF}' | '\u{202A}'..='\u{202E}'
-        )
+    c.is_control() || matches!(c, '\u{FEFF}' | '\u{FFFE}' | '\u{FFFF}' | '\u{202A}'..='\u{202E}')
 }
 
 /// An empty URL is allowed (the placeholder renders as nothing); anything else must be a URL
@@ -523,11 +477,7 @@ fn shorten(
     fits: impl Fn(&str) -> bool,
 ) -> Option<String> {
     // cuts[k] is the byte offset just after the first k + 1 graphemes, short of the whole text.
-    let cuts: Vec<usize> = text
-        .grapheme_indices(true)
-        .skip(1)
-        .map(|(i, _)| i)
-        .collect();
+    let cuts: Vec<usize> = text.grapheme_indices(true).skip(1).map(|(i, _)| i).collect();
     let with_ellipsis = |kept: usize| {
         let mut prefix = ellipsis_base(&text[..cuts[kept - 1]]).to_owned();
         prefix.push_str(ELLIPSIS);
@@ -566,24 +516,18 @@ fn shorten(
             best = built;
         }
     }
-    let remaining = ellipsis_base(&text[..cuts[kept - 1]])
-        .graphemes(true)
-        .count();
+    let remaining = ellipsis_base(&text[..cuts[kept - 1]]).graphemes(true).count();
     (remaining >= min).then_some(best)
 }
 
 /// Drops trailing spaces and punctuation that would look wrong before an ellipsis, a whole
 /// grapheme at a time.
 fn ellipsis_base(prefix: &str) -> &str {
-    const DANGLING: &[char] = &[
-        ',', ';', ':', '.', '-', '–', '—', '/', '(', '[', '“', '‘', '«', '„', '…', '·',
-    ];
+    const DANGLING: &[char] =
+        &[',', ';', ':', '.', '-', '–', '—', '/', '(', '[', '“', '‘', '«', '„', '…', '·'];
     let mut end = prefix.len();
     for (i, g) in prefix.grapheme_indices(true).rev() {
-        if !g
-            .chars()
-            .all(|c| c.is_whitespace() || DANGLING.contains(&c))
-        {
+        if !g.chars().all(|c| c.is_whitespace() || DANGLING.contains(&c)) {
             break;
         }
         end = i;
@@ -661,9 +605,7 @@ fn spans(text: &str, bare_domains: bool) -> Vec<(&str, Span)> {
     while i < bytes.len() {
         let found = scheme_url(text, i).or_else(|| {
             let run_start = i == 0 || !is_domain_byte(bytes[i - 1]);
-            (bare_domains && run_start)
-                .then(|| bare_domain(text, i))
-                .flatten()
+            (bare_domains && run_start).then(|| bare_domain(text, i)).flatten()
         });
         match found {
             Some((end, kind)) => {
@@ -704,11 +646,7 @@ fn scheme_url(text: &str, at: usize) -> Option<(usize, Span)> {
         .chars()
         .next_back()
         .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '＠' | '$' | '#' | '＃'));
-    let kind = if !glued && public_host(body) {
-        Span::Url
-    } else {
-        Span::MaybeUrl
-    };
+    let kind = if !glued && public_host(body) { Span::Url } else { Span::MaybeUrl };
     Some((at + scheme_len + len, kind))
 }
 
@@ -766,10 +704,7 @@ fn is_domain_byte(b: u8) -> bool {
 /// A scheme-less `name.tld` starting at byte `at` (the start of a run of letters, digits, dots
 /// and hyphens): the end of its last TLD-like label.
 fn bare_domain(text: &str, at: usize) -> Option<(usize, Span)> {
-    let run_len = text.as_bytes()[at..]
-        .iter()
-        .take_while(|&&b| is_domain_byte(b))
-        .count();
+    let run_len = text.as_bytes()[at..].iter().take_while(|&&b| is_domain_byte(b)).count();
     let run = &text[at..at + run_len];
     let mut end = None;
     let mut offset = 0;
@@ -791,12 +726,7 @@ mod tests {
     const URL: &str = "https://blog.example/2026/01/a-rather-long-article-slug";
 
     fn parts<'a>(title: &'a str, summary: &'a str, tags: &'a [String]) -> Parts<'a> {
-        Parts {
-            title,
-            url: URL,
-            summary,
-            tags,
-        }
+        Parts { title, url: URL, summary, tags }
     }
 
     fn tags(list: &[&str]) -> Vec<String> {
@@ -920,17 +850,10 @@ mod tests {
         assert!(families.len() > 3000);
         assert!(!fits(&families, &r));
         let summary = FAMILY.repeat(250);
-        let text = render(
-            "{title}\n\n{summary}\n{url}",
-            &parts("Title", &summary, &[]),
-            &r,
-        )
-        .expect("renders");
+        let text = render("{title}\n\n{summary}\n{url}", &parts("Title", &summary, &[]), &r)
+            .expect("renders");
         assert!(fits(&text, &r), "{} bytes", text.len());
-        assert!(
-            text.len() > 2900,
-            "the byte cap, not the grapheme cap, binds"
-        );
+        assert!(text.len() > 2900, "the byte cap, not the grapheme cap, binds");
         assert!(text.contains(URL) && text.contains('…'));
         let four_byte = "𝕏".repeat(1000);
         let text = render("{summary} {url}", &parts("", &four_byte, &[]), &r).expect("renders");
@@ -953,10 +876,7 @@ mod tests {
         assert_eq!(hashtag("!!!"), None);
         assert_eq!(hashtag("  "), None);
         assert_eq!(hashtag("2024"), None);
-        assert_eq!(
-            hashtags(&tags(&["Rust", "rust", "", "web dev"])),
-            tags(&["#Rust", "#WebDev"])
-        );
+        assert_eq!(hashtags(&tags(&["Rust", "rust", "", "web dev"])), tags(&["#Rust", "#WebDev"]));
     }
 
     #[test]
@@ -968,60 +888,24 @@ mod tests {
             render("{nope} {url}", &parts("T", "", &[]), &r),
             Err(FitError::UnknownPlaceholder("nope".into()))
         );
-        assert_eq!(
-            check_template("{Title}"),
-            Err(FitError::UnknownPlaceholder("Title".into()))
-        );
-        assert_eq!(
-            check_template("a {title"),
-            Err(FitError::UnclosedBrace { offset: 2 })
-        );
-        assert_eq!(
-            check_template("{tit{le}"),
-            Err(FitError::UnclosedBrace { offset: 0 })
-        );
-        assert_eq!(
-            check_template("a } b"),
-            Err(FitError::UnmatchedBrace { offset: 2 })
-        );
-        assert_eq!(
-            check_template("New: {title} {url}\n\n{summary}\n{tags}"),
-            Ok(())
-        );
+        assert_eq!(check_template("{Title}"), Err(FitError::UnknownPlaceholder("Title".into())));
+        assert_eq!(check_template("a {title"), Err(FitError::UnclosedBrace { offset: 2 }));
+        assert_eq!(check_template("{tit{le}"), Err(FitError::UnclosedBrace { offset: 0 }));
+        assert_eq!(check_template("a } b"), Err(FitError::UnmatchedBrace { offset: 2 }));
+        assert_eq!(check_template("New: {title} {url}\n\n{summary}\n{tags}"), Ok(()));
         assert_eq!(check_template(""), Ok(()));
         let e = check_template("{nope}").expect_err("unknown");
-        assert!(
-            e.to_string().starts_with("unknown placeholder {nope}"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("unknown placeholder {nope}"), "{e}");
     }
 
     #[test]
     fn invalid_urls_are_refused() {
         let r = Rules::outbox();
-        for bad in [
-            "ftp://a.example/",
-            "not a url",
-            "https://a.example/b c",
-            "/relative",
-        ] {
-            let p = Parts {
-                title: "T",
-                url: bad,
-                summary: "",
-                tags: &[],
-            };
-            assert!(
-                matches!(render("{url}", &p, &r), Err(FitError::InvalidUrl(_))),
-                "{bad}"
-            );
+        for bad in ["ftp://a.example/", "not a url", "https://a.example/b c", "/relative"] {
+            let p = Parts { title: "T", url: bad, summary: "", tags: &[] };
+            assert!(matches!(render("{url}", &p, &r), Err(FitError::InvalidUrl(_))), "{bad}");
         }
-        let p = Parts {
-            title: "T",
-            url: "",
-            summary: "",
-            tags: &[],
-        };
+        let p = Parts { title: "T", url: "", summary: "", tags: &[] };
         assert_eq!(render("{title} {url}", &p, &r).as_deref(), Ok("T"));
     }
 
@@ -1030,10 +914,7 @@ mod tests {
         let r = Rules::outbox();
         let t = tags(&["a b"]);
         let render_ok = |tpl: &str, p: &Parts<'_>| render(tpl, p, &r).expect("renders");
-        assert_eq!(
-            render_ok("{title} {summary} {url}", &parts("T", "", &[])),
-            format!("T {URL}")
-        );
+        assert_eq!(render_ok("{title} {summary} {url}", &parts("T", "", &[])), format!("T {URL}"));
         assert_eq!(
             render_ok("{title}\n\n{summary}\n\n{url}", &parts("T", "", &[])),
             format!("T\n\n{URL}")
@@ -1043,17 +924,11 @@ mod tests {
             format!("T\n{URL}")
         );
         assert_eq!(
-            render_ok(
-                "  {tags}\r\n{title}:  {summary}\n{url}\n\n\n{tags}  ",
-                &parts("T", "", &t)
-            ),
+            render_ok("  {tags}\r\n{title}:  {summary}\n{url}\n\n\n{tags}  ", &parts("T", "", &t)),
             format!("#AB\nT:\n{URL}\n\n#AB")
         );
         assert_eq!(
-            render_ok(
-                "{title}\n{summary}",
-                &parts(" a\n\tb ", "x\n\n\ny\u{7}\u{202E}", &[])
-            ),
+            render_ok("{title}\n{summary}", &parts(" a\n\tb ", "x\n\n\ny\u{7}\u{202E}", &[])),
             "a b\nx y"
         );
     }
@@ -1064,10 +939,7 @@ mod tests {
         let p = parts("A title", "A summary.", &t);
         let tpl = "{title}: {summary} {url} {tags}";
         let full = render(tpl, &p, &Rules::outbox()).expect("renders");
-        let r = with_max(
-            Rules::mastodon(500, 23),
-            length(&full, &Rules::mastodon(500, 23)) - 1,
-        );
+        let r = with_max(Rules::mastodon(500, 23), length(&full, &Rules::mastodon(500, 23)) - 1);
         let text = render(tpl, &p, &r).expect("renders");
         assert_eq!(text, format!("A title: A summary. {URL} #one #two"));
         let r = Rules { max_len: 45, ..r };
@@ -1090,10 +962,7 @@ mod tests {
         assert!(head.ends_with('…'));
         let cut = head.trim_start_matches("A title: ").trim_end_matches('…');
         assert!(summary.starts_with(cut));
-        assert!(
-            summary[cut.len()..].starts_with(' '),
-            "cut at a word: {head:?}"
-        );
+        assert!(summary[cut.len()..].starts_with(' '), "cut at a word: {head:?}");
         assert!(!cut.ends_with(','));
     }
 
@@ -1106,10 +975,7 @@ mod tests {
         // Room for the title and a few characters of summary: less than the minimum.
         let room = title.len() + 1 + 5 + 1 + 23;
         let r = with_max(Rules::mastodon(500, 23), room);
-        assert_eq!(
-            render(tpl, &p, &r).expect("renders"),
-            format!("{title}\n{URL}")
-        );
+        assert_eq!(render(tpl, &p, &r).expect("renders"), format!("{title}\n{URL}"));
         let r = with_max(Rules::mastodon(500, 23), 20 + 1 + 23);
         let text = render(tpl, &p, &r).expect("renders");
         assert!(fits(&text, &r));
@@ -1124,12 +990,7 @@ mod tests {
         let title = "Title words that go on for a while";
         let summary = "Summary words that go on for quite a bit longer than the title does";
         let tpl = "{title}\n\n{summary}\n\n{url}\n{tags}";
-        for base in [
-            Rules::x(),
-            Rules::bluesky(),
-            Rules::mastodon(500, 23),
-            Rules::outbox(),
-        ] {
+        for base in [Rules::x(), Rules::bluesky(), Rules::mastodon(500, 23), Rules::outbox()] {
             let mut previous = 0;
             for max_len in 0..=250 {
                 let r = with_max(base, max_len);
@@ -1139,10 +1000,7 @@ mod tests {
                 };
                 assert!(fits(&text, &r));
                 let len = length(&text, &r);
-                assert!(
-                    len >= previous,
-                    "more room gave a shorter text at {max_len}"
-                );
+                assert!(len >= previous, "more room gave a shorter text at {max_len}");
                 previous = len;
                 let tags_kept = text.matches('#').count();
                 let summary_whole = text.contains(summary);
@@ -1168,29 +1026,17 @@ mod tests {
         let r = with_max(Rules::bluesky(), URL.len() - 1);
         assert_eq!(
             render("{title} {url}", &p, &r),
-            Err(FitError::UrlTooLong {
-                length: URL.len(),
-                max_len: URL.len() - 1
-            })
+            Err(FitError::UrlTooLong { length: URL.len(), max_len: URL.len() - 1 })
         );
         let r = with_max(Rules::mastodon(500, 23), 30);
         assert_eq!(
             render("New on the blog: {title} {url}", &p, &r),
-            Err(FitError::UrlTooLong {
-                length: 17 + 23,
-                max_len: 30
-            })
+            Err(FitError::UrlTooLong { length: 17 + 23, max_len: 30 })
         );
-        let r = Rules {
-            max_bytes: Some(40),
-            ..Rules::bluesky()
-        };
+        let r = Rules { max_bytes: Some(40), ..Rules::bluesky() };
         assert_eq!(
             render("{url}", &p, &r),
-            Err(FitError::UrlTooManyBytes {
-                bytes: URL.len(),
-                max_bytes: 40
-            })
+            Err(FitError::UrlTooManyBytes { bytes: URL.len(), max_bytes: 40 })
         );
     }
 
@@ -1257,10 +1103,7 @@ mod tests {
                 "\u{202E}",
             ];
             let n = self.below(words + 1);
-            (0..n)
-                .map(|_| WORDS[self.below(WORDS.len())])
-                .collect::<Vec<_>>()
-                .join(" ")
+            (0..n).map(|_| WORDS[self.below(WORDS.len())]).collect::<Vec<_>>().join(" ")
         }
     }
 
@@ -1286,10 +1129,7 @@ mod tests {
                 1 => Rules::bluesky(),
                 2 => Rules::mastodon(500, 23),
                 3 => Rules::outbox(),
-                _ => Rules {
-                    max_bytes: Some(20 + rng.below(400)),
-                    ..Rules::bluesky()
-                },
+                _ => Rules { max_bytes: Some(20 + rng.below(400)), ..Rules::bluesky() },
             };
             let r = with_max(base, rng.below(base.max_len.min(400) + 1));
             let p = parts(&title, &summary, &tag_list);
@@ -1300,10 +1140,7 @@ mod tests {
                     if template.contains("{url}") {
                         assert!(text.contains(URL), "url cut: {text:?}");
                     }
-                    let unlimited = Rules {
-                        max_len: usize::MAX,
-                        ..Rules::outbox()
-                    };
+                    let unlimited = Rules { max_len: usize::MAX, ..Rules::outbox() };
                     let full = render(template, &p, &unlimited).expect("renders");
                     if fits(&full, &r) {
                         assert_eq!(text, full, "shortened though the whole text fits");

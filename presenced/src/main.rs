@@ -12,11 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "presenced",
-    version,
-    about = "Announces each new blog article exactly once"
-)]
+#[command(name = "presenced", version, about = "Announces each new blog article exactly once")]
 struct Args {
     /// Configuration file (default: $PRESENCED_CONFIG, systemd's configuration directory,
     /// /etc/presenced/presenced.toml for root, else ~/.config/presenced/presenced.toml).
@@ -50,17 +46,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("presenced: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("presenced: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(start(config, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -124,10 +117,6 @@ fn init_logging() {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
         .init();
 }

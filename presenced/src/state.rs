@@ -203,11 +203,7 @@ pub fn announcement_key(account: &str, feed: &str, identity: &str) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 impl State {
@@ -226,10 +222,7 @@ impl State {
         let mut fresh: Vec<(usize, Candidate)> = Vec::new();
         for (order, item) in items.into_iter().enumerate() {
             let known = fs.seen_ids.contains(&item.identity)
-                || item
-                    .canonical_link
-                    .as_ref()
-                    .is_some_and(|l| fs.seen_links.contains(l));
+                || item.canonical_link.as_ref().is_some_and(|l| fs.seen_links.contains(l));
             // Remember both identities either way: a guid that changed while the link stayed
             // (or the reverse) is learned, so the next change is recognised too.
             fs.seen_ids.insert(item.identity.clone());
@@ -258,9 +251,7 @@ impl State {
                         released += 1;
                         AnnStatus::Pending
                     }
-                    _ => AnnStatus::Skipped {
-                        reason: SkipReason::Baseline,
-                    },
+                    _ => AnnStatus::Skipped { reason: SkipReason::Baseline },
                 }
             } else {
                 let too_old = match (item.published, newest_before) {
@@ -270,16 +261,12 @@ impl State {
                     _ => false,
                 };
                 if too_old {
-                    AnnStatus::Held {
-                        reason: HoldReason::TooOld,
-                    }
+                    AnnStatus::Held { reason: HoldReason::TooOld }
                 } else if released < feed.max_new_per_poll {
                     released += 1;
                     AnnStatus::Pending
                 } else {
-                    AnnStatus::Held {
-                        reason: HoldReason::TooMany,
-                    }
+                    AnnStatus::Held { reason: HoldReason::TooMany }
                 }
             };
             let id = self.add_article(&feed.url, accounts, item, &status, now);
@@ -336,9 +323,7 @@ impl State {
         self.articles
             .iter()
             .filter(|(_, a)| {
-                a.announcements
-                    .get(account)
-                    .is_some_and(|x| x.status == AnnStatus::Pending)
+                a.announcements.get(account).is_some_and(|x| x.status == AnnStatus::Pending)
             })
             .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), **id))
             .map(|(id, _)| *id)
@@ -358,10 +343,7 @@ impl State {
     }
 
     pub fn announcement_mut(&mut self, article: u64, account: &str) -> Option<&mut Announcement> {
-        self.articles
-            .get_mut(&article)?
-            .announcements
-            .get_mut(account)
+        self.articles.get_mut(&article)?.announcements.get_mut(account)
     }
 
     /// Pending → InFlight with the text fixed. Returns false if it was not pending.
@@ -388,30 +370,16 @@ impl State {
         }
         match outcome {
             Outcome::Posted { remote_id, url } => {
-                ann.status = AnnStatus::Posted {
-                    remote_id,
-                    url,
-                    at: now,
-                };
+                ann.status = AnnStatus::Posted { remote_id, url, at: now };
                 ann.in_doubt = false;
             }
-            Outcome::Retry {
-                error,
-                after,
-                in_doubt,
-            } => {
+            Outcome::Retry { error, after, in_doubt } => {
                 ann.in_doubt |= in_doubt;
                 let wait = after.unwrap_or_else(|| backoff(ann.attempts));
-                ann.status = AnnStatus::Failed {
-                    error,
-                    retry_at: Some(now + wait),
-                };
+                ann.status = AnnStatus::Failed { error, retry_at: Some(now + wait) };
             }
             Outcome::GiveUp { error } => {
-                ann.status = AnnStatus::Failed {
-                    error,
-                    retry_at: None,
-                };
+                ann.status = AnnStatus::Failed { error, retry_at: None };
             }
         }
     }
@@ -421,10 +389,7 @@ impl State {
         let mut n = 0;
         for a in self.articles.values_mut() {
             for ann in a.announcements.values_mut() {
-                if let AnnStatus::Failed {
-                    retry_at: Some(t), ..
-                } = ann.status
-                {
+                if let AnnStatus::Failed { retry_at: Some(t), .. } = ann.status {
                     if t <= now {
                         ann.status = AnnStatus::Pending;
                         n += 1;
@@ -449,10 +414,7 @@ impl State {
 
     /// A human's decision about an article; returns how many announcements it changed.
     pub fn act(&mut self, article: u64, action: Action) -> Result<usize, ActError> {
-        let a = self
-            .articles
-            .get_mut(&article)
-            .ok_or(ActError::NoSuchArticle(article))?;
+        let a = self.articles.get_mut(&article).ok_or(ActError::NoSuchArticle(article))?;
         let mut changed = 0;
         for ann in a.announcements.values_mut() {
             let next = match (&ann.status, action) {
@@ -461,16 +423,11 @@ impl State {
                 (
                     AnnStatus::Held { .. } | AnnStatus::Pending | AnnStatus::Failed { .. },
                     Action::Skip,
-                ) => Some(AnnStatus::Skipped {
-                    reason: SkipReason::Human,
-                }),
+                ) => Some(AnnStatus::Skipped { reason: SkipReason::Human }),
                 // A baseline article can still be announced on purpose.
-                (
-                    AnnStatus::Skipped {
-                        reason: SkipReason::Baseline,
-                    },
-                    Action::Approve,
-                ) => Some(AnnStatus::Pending),
+                (AnnStatus::Skipped { reason: SkipReason::Baseline }, Action::Approve) => {
+                    Some(AnnStatus::Pending)
+                }
                 _ => None,
             };
             if let Some(next) = next {
@@ -499,7 +456,9 @@ pub enum Outcome {
         in_doubt: bool,
     },
     /// Retrying cannot help (rejected content, revoked token): wait for a human.
-    GiveUp { error: String },
+    GiveUp {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,10 +526,7 @@ mod tests {
     }
 
     fn statuses(s: &State, account: &str) -> Vec<AnnStatus> {
-        s.articles
-            .values()
-            .map(|a| a.announcements[account].status.clone())
-            .collect()
+        s.articles.values().map(|a| a.announcements[account].status.clone()).collect()
     }
 
     #[test]
@@ -579,10 +535,9 @@ mod tests {
         let r = s.ingest(&feed(), &accounts(), (1..=5).map(item).collect(), 10);
         assert_eq!(r.baseline, 5);
         assert!(r.new.is_empty());
-        assert!(statuses(&s, "a").iter().all(|st| *st
-            == AnnStatus::Skipped {
-                reason: SkipReason::Baseline
-            }));
+        assert!(statuses(&s, "a")
+            .iter()
+            .all(|st| *st == AnnStatus::Skipped { reason: SkipReason::Baseline }));
         assert_eq!(s.next_pending("a"), None);
     }
 
@@ -610,10 +565,7 @@ mod tests {
         let mut again = item(2);
         again.identity = "new-guid-for-2".into();
         again.canonical_link = Some("https://blog/elsewhere".into());
-        assert!(s
-            .ingest(&feed(), &accounts(), vec![again], 30)
-            .new
-            .is_empty());
+        assert!(s.ingest(&feed(), &accounts(), vec![again], 30).new.is_empty());
     }
 
     #[test]
@@ -623,19 +575,12 @@ mod tests {
         let r = s.ingest(&feed(), &accounts(), (1..=10).map(item).collect(), 20);
         assert_eq!(r.new.len(), 3);
         assert_eq!(r.held.len(), 7);
-        let released: Vec<_> = r
-            .new
-            .iter()
-            .map(|id| s.articles[id].identity.clone())
-            .collect();
+        let released: Vec<_> = r.new.iter().map(|id| s.articles[id].identity.clone()).collect();
         assert_eq!(released, ["guid-10", "guid-9", "guid-8"]);
         assert_eq!(s.act(r.held[0], Action::Approve), Ok(2));
         assert_eq!(
             s.act(r.held[0], Action::Approve),
-            Err(ActError::NothingToDo {
-                article: r.held[0],
-                action: Action::Approve
-            })
+            Err(ActError::NothingToDo { article: r.held[0], action: Action::Approve })
         );
         assert_eq!(s.act(r.held[1], Action::Skip), Ok(2));
         assert_eq!(s.act(999, Action::Skip), Err(ActError::NoSuchArticle(999)));
@@ -651,9 +596,7 @@ mod tests {
         assert_eq!(r.held.len(), 1);
         assert_eq!(
             s.articles[&r.held[0]].announcements["a"].status,
-            AnnStatus::Held {
-                reason: HoldReason::TooOld
-            }
+            AnnStatus::Held { reason: HoldReason::TooOld }
         );
     }
 
@@ -676,16 +619,7 @@ mod tests {
         assert!(s.begin(id, "a", "first text".into(), 30));
         assert!(!s.begin(id, "a", "again".into(), 30));
         assert_eq!(s.in_flight(), vec![(id, "a".to_owned())]);
-        s.finish(
-            id,
-            "a",
-            Outcome::Retry {
-                error: "503".into(),
-                after: None,
-                in_doubt: true,
-            },
-            40,
-        );
+        s.finish(id, "a", Outcome::Retry { error: "503".into(), after: None, in_doubt: true }, 40);
         assert_eq!(s.next_retry(), Some(40 + backoff(1)));
         assert_eq!(s.due_retries(40), 0);
         assert_eq!(s.due_retries(40 + backoff(1)), 1);
@@ -693,15 +627,7 @@ mod tests {
         let ann = &s.articles[&id].announcements["a"];
         assert_eq!(ann.text.as_deref(), Some("first text"));
         assert!(ann.in_doubt);
-        s.finish(
-            id,
-            "a",
-            Outcome::Posted {
-                remote_id: "1".into(),
-                url: None,
-            },
-            110,
-        );
+        s.finish(id, "a", Outcome::Posted { remote_id: "1".into(), url: None }, 110);
         let ann = &s.articles[&id].announcements["a"];
         assert!(matches!(ann.status, AnnStatus::Posted { at: 110, .. }));
         assert!(!ann.in_doubt);

@@ -32,33 +32,17 @@ const HEADER: usize = 5 + 2 + 8;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: std::io::Error },
     #[error("{}: not a presenced state file (bad magic)", path.display())]
     BadMagic { path: PathBuf },
     #[error("{}: truncated ({len} bytes, expected {expected}); the previous good state may be in state.prev", path.display())]
-    Truncated {
-        path: PathBuf,
-        len: u64,
-        expected: u64,
-    },
+    Truncated { path: PathBuf, len: u64, expected: u64 },
     #[error("{}: checksum mismatch, the file is corrupt; the previous good state may be in state.prev", path.display())]
     Checksum { path: PathBuf },
     #[error("{}: written by a newer presenced (format {found}, this one reads up to {supported}); upgrade presenced or restore state.prev", path.display())]
-    NewerFormat {
-        path: PathBuf,
-        found: u16,
-        supported: u16,
-    },
+    NewerFormat { path: PathBuf, found: u16, supported: u16 },
     #[error("{}: cannot decode (format {version}): {message}", path.display())]
-    Decode {
-        path: PathBuf,
-        version: u16,
-        message: String,
-    },
+    Decode { path: PathBuf, version: u16, message: String },
     #[error("{}: another presenced uses this state directory", path.display())]
     Locked { path: PathBuf },
 }
@@ -72,20 +56,12 @@ pub struct Store {
 }
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        op,
-        source,
-    }
+    move |source| StoreError::Io { path: path.to_owned(), op, source }
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io(dir, "create"))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir, "create"))?;
         let lock_path = dir.join("state.lock");
         let lock_file = OpenOptions::new()
             .create(true)
@@ -95,14 +71,8 @@ impl Store {
             .open(&lock_path)
             .map_err(io(&lock_path, "open"))?;
         let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-            .map_err(|_| StoreError::Locked {
-                path: dir.to_owned(),
-            })?;
-        Ok(Store {
-            dir: dir.to_owned(),
-            path: dir.join("state"),
-            _lock: lock,
-        })
+            .map_err(|_| StoreError::Locked { path: dir.to_owned() })?;
+        Ok(Store { dir: dir.to_owned(), path: dir.join("state"), _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -163,9 +133,7 @@ impl Store {
         }
         #[allow(clippy::disallowed_methods)]
         fs::rename(&tmp, &self.path).map_err(io(&self.path, "rename"))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir, "fsync"))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir, "fsync"))?;
         Ok(())
     }
 }
@@ -195,40 +163,24 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StoreError> {
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
             let (len, expected) = (bytes.len() as u64, HEADER as u64 + 4);
-            return Err(StoreError::Truncated {
-                path,
-                len,
-                expected,
-            });
+            return Err(StoreError::Truncated { path, len, expected });
         }
         return Err(StoreError::BadMagic { path });
     }
     if bytes.len() < HEADER {
         let (len, expected) = (bytes.len() as u64, HEADER as u64 + 4);
-        return Err(StoreError::Truncated {
-            path,
-            len,
-            expected,
-        });
+        return Err(StoreError::Truncated { path, len, expected });
     }
     let version = u16::from_le_bytes([bytes[5], bytes[6]]);
     if version > FORMAT_VERSION {
-        return Err(StoreError::NewerFormat {
-            path,
-            found: version,
-            supported: FORMAT_VERSION,
-        });
+        return Err(StoreError::NewerFormat { path, found: version, supported: FORMAT_VERSION });
     }
     let mut len_bytes = [0u8; 8];
     len_bytes.copy_from_slice(&bytes[7..HEADER]);
     let body_len = u64::from_le_bytes(len_bytes);
     let expected = (HEADER as u64).saturating_add(body_len).saturating_add(4);
     if (bytes.len() as u64) < expected {
-        return Err(StoreError::Truncated {
-            path,
-            len: bytes.len() as u64,
-            expected,
-        });
+        return Err(StoreError::Truncated { path, len: bytes.len() as u64, expected });
     }
     if bytes.len() as u64 != expected {
         return Err(StoreError::Checksum { path });
@@ -247,11 +199,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StoreError> {
             message: e.to_string(),
         }),
         // Formats before 1 never existed.
-        _ => Err(StoreError::Decode {
-            path,
-            version,
-            message: "unknown format".into(),
-        }),
+        _ => Err(StoreError::Decode { path, version, message: "unknown format".into() }),
     }
 }
 
@@ -281,32 +229,18 @@ mod tests {
         );
         let statuses = [
             AnnStatus::Pending,
-            AnnStatus::Held {
-                reason: HoldReason::TooMany,
-            },
-            AnnStatus::Held {
-                reason: HoldReason::TooOld,
-            },
+            AnnStatus::Held { reason: HoldReason::TooMany },
+            AnnStatus::Held { reason: HoldReason::TooOld },
             AnnStatus::InFlight { since: 5 },
             AnnStatus::Posted {
                 remote_id: "109".into(),
                 url: Some("https://m/@b/109".into()),
                 at: 6,
             },
-            AnnStatus::Failed {
-                error: "http 503".into(),
-                retry_at: Some(7),
-            },
-            AnnStatus::Failed {
-                error: "http 422".into(),
-                retry_at: None,
-            },
-            AnnStatus::Skipped {
-                reason: SkipReason::Baseline,
-            },
-            AnnStatus::Skipped {
-                reason: SkipReason::Human,
-            },
+            AnnStatus::Failed { error: "http 503".into(), retry_at: Some(7) },
+            AnnStatus::Failed { error: "http 422".into(), retry_at: None },
+            AnnStatus::Skipped { reason: SkipReason::Baseline },
+            AnnStatus::Skipped { reason: SkipReason::Human },
         ];
         for (i, status) in statuses.into_iter().enumerate() {
             let account = format!("acct{i}");
@@ -344,9 +278,7 @@ mod tests {
         );
         for (i, status) in [
             ConvStatus::Open,
-            ConvStatus::Snoozed {
-                until: 1_790_100_000,
-            },
+            ConvStatus::Snoozed { until: 1_790_100_000 },
             ConvStatus::Done { at: 1_790_000_500 },
         ]
         .into_iter()
@@ -384,7 +316,11 @@ mod tests {
                                 status: if i == 0 {
                                     AnnStatus::InFlight { since: 1_790_000_300 }
                                 } else {
-                                    AnnStatus::Posted { remote_id: format!("a{i}"), url: None, at: 1 }
+                                    AnnStatus::Posted {
+                                        remote_id: format!("a{i}"),
+                                        url: None,
+                                        at: 1,
+                                    }
                                 },
                                 to: "alice@example.social".into(),
                                 attempts: 1,
@@ -435,10 +371,7 @@ mod tests {
     fn a_second_store_on_the_same_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
-        assert!(matches!(
-            Store::open(dir.path()),
-            Err(StoreError::Locked { .. })
-        ));
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Locked { .. })));
     }
 
     #[test]
@@ -472,10 +405,6 @@ mod tests {
         store.save(&sample()).unwrap();
         store.save(&sample()).unwrap();
         fs::remove_file(dir.path().join("state")).unwrap();
-        assert!(store
-            .load()
-            .unwrap_err()
-            .to_string()
-            .contains("state.prev exists"));
+        assert!(store.load().unwrap_err().to_string().contains("state.prev exists"));
     }
 }

@@ -29,11 +29,8 @@ impl FeedServer {
     pub fn start(body: &str) -> FeedServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind feed server");
         let url = format!("http://{}/feed.xml", listener.local_addr().expect("addr"));
-        let shared = Arc::new(Mutex::new(Shared {
-            body: body.to_owned(),
-            version: 1,
-            ..Shared::default()
-        }));
+        let shared =
+            Arc::new(Mutex::new(Shared { body: body.to_owned(), version: 1, ..Shared::default() }));
         let state = shared.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -105,9 +102,8 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
             s.requests += 1;
             let etag = format!("\"v{}\"", s.version);
             if let Some((status, retry_after)) = s.fail {
-                let retry = retry_after
-                    .map(|r| format!("Retry-After: {r}\r\n"))
-                    .unwrap_or_default();
+                let retry =
+                    retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
                 format!(
                     "HTTP/1.1 {status} Failing\r\n{retry}Content-Length: 4\r\nContent-Type: text/plain\r\n\r\nfail"
                 )
@@ -151,9 +147,8 @@ pub fn rss(items: &[(String, String, String, i64)]) -> String {
 /// RFC 2822 date without pulling a date crate into the tests.
 fn chrono_rfc2822(unix: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
@@ -183,9 +178,6 @@ mod tests {
     #[test]
     fn rfc2822_dates() {
         assert_eq!(super::chrono_rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(
-            super::chrono_rfc2822(1_795_860_000),
-            "Sat, 28 Nov 2026 10:00:00 +0000"
-        );
+        assert_eq!(super::chrono_rfc2822(1_795_860_000), "Sat, 28 Nov 2026 10:00:00 +0000");
     }
 }

@@ -53,14 +53,8 @@ impl NotifySocket {
     pub fn bind(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
-        NotifySocket {
-            path,
-            socket,
-            messages: Vec::new(),
-        }
+        socket.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        NotifySocket { path, socket, messages: Vec::new() }
     }
 
     /// Reads until a message containing `needle` arrives (true) or `limit` passes (false).
@@ -98,9 +92,7 @@ impl Default for Sandbox {
 
 impl Sandbox {
     pub fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        Sandbox { dir: tempfile::tempdir().expect("tempdir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -186,23 +178,15 @@ impl Sandbox {
     /// Starts the daemon without waiting for it (for killing it at a random moment).
     pub fn spawn(&self) -> Daemon {
         let child = self.daemon_command().spawn().expect("spawn presenced");
-        Daemon {
-            child: Some(child),
-            socket: self.socket(),
-        }
+        Daemon { child: Some(child), socket: self.socket() }
     }
 
     /// Starts `cmd` and waits until it answers on `socket`.
     pub fn start_on(&self, mut cmd: Command, socket: PathBuf) -> Daemon {
         let child = cmd.spawn().expect("spawn presenced");
-        let daemon = Daemon {
-            child: Some(child),
-            socket: socket.clone(),
-        };
+        let daemon = Daemon { child: Some(child), socket: socket.clone() };
         assert!(
-            wait_until(Duration::from_secs(10), || ctl_at(&socket, &["status"])
-                .status
-                .success()),
+            wait_until(Duration::from_secs(10), || ctl_at(&socket, &["status"]).status.success()),
             "presenced did not answer on {}",
             socket.display()
         );
@@ -218,11 +202,7 @@ impl Sandbox {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let out = self.ctl(&all);
-        assert!(
-            out.status.success(),
-            "presencectl {args:?} failed: {}",
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "presencectl {args:?} failed: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("presencectl --json prints JSON")
     }
 }

@@ -63,10 +63,7 @@ fn poll_and_wait(sb: &Sandbox, server: &FeedServer) {
 }
 
 fn urls(sb: &Sandbox) -> Vec<String> {
-    sb.outbox_lines()
-        .iter()
-        .map(|l| l["article_url"].as_str().unwrap().to_owned())
-        .collect()
+    sb.outbox_lines().iter().map(|l| l["article_url"].as_str().unwrap().to_owned()).collect()
 }
 
 fn wait_outbox(sb: &Sandbox, n: usize) -> bool {
@@ -75,9 +72,7 @@ fn wait_outbox(sb: &Sandbox, n: usize) -> bool {
 
 fn baseline(sb: &Sandbox, server: &FeedServer) {
     assert!(
-        wait_until(Duration::from_secs(10), || feed_status(sb)
-            ["baseline_taken"]
-            == true),
+        wait_until(Duration::from_secs(10), || feed_status(sb)["baseline_taken"] == true),
         "baseline taken: {}",
         sb.log()
     );
@@ -91,10 +86,7 @@ fn baseline_then_two_new_then_restart_posts_each_once() {
     sb.write_config(&config(&server, ""));
     let mut daemon = sb.start();
     baseline(&sb, &server);
-    assert!(
-        sb.outbox_lines().is_empty(),
-        "the first run announces nothing old"
-    );
+    assert!(sb.outbox_lines().is_empty(), "the first run announces nothing old");
     let all = sb.ctl_json(&["posts", "--all"]);
     assert_eq!(all.as_array().unwrap().len(), 5);
     assert!(all.as_array().unwrap().iter().all(
@@ -109,19 +101,11 @@ fn baseline_then_two_new_then_restart_posts_each_once() {
     assert_eq!(got, ["https://blog.test/6/", "https://blog.test/7/"]);
     let line = &sb.outbox_lines()[0];
     assert_eq!(line["account"], "dry");
-    assert!(line["text"]
-        .as_str()
-        .unwrap()
-        .contains(line["article_url"].as_str().unwrap()));
+    assert!(line["text"].as_str().unwrap().contains(line["article_url"].as_str().unwrap()));
     assert_eq!(line["key"].as_str().unwrap().len(), 32);
     assert!(wait_until(Duration::from_secs(5), || {
         let posts = sb.ctl_json(&["posts"]);
-        posts
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["accounts"][0]["state"] == "posted")
-            .count()
+        posts.as_array().unwrap().iter().filter(|a| a["accounts"][0]["state"] == "posted").count()
             == 2
     }));
 
@@ -130,15 +114,8 @@ fn baseline_then_two_new_then_restart_posts_each_once() {
     let _daemon = sb.start();
     poll_and_wait(&sb, &server);
     poll_and_wait(&sb, &server);
-    assert_eq!(
-        sb.outbox_lines().len(),
-        2,
-        "a restart announces nothing again"
-    );
-    assert!(
-        server.not_modified() >= 1,
-        "unchanged feed answered with 304 (conditional GET)"
-    );
+    assert_eq!(sb.outbox_lines().len(), 2, "a restart announces nothing again");
+    assert!(server.not_modified() >= 1, "unchanged feed answered with 304 (conditional GET)");
 }
 
 #[test]
@@ -160,11 +137,7 @@ fn edits_and_guid_or_link_churn_are_not_new() {
     poll_and_wait(&sb, &server);
     assert!(wait_outbox(&sb, 1), "{}", sb.log());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        urls(&sb),
-        ["https://blog.test/6/"],
-        "only the real new article"
-    );
+    assert_eq!(urls(&sb), ["https://blog.test/6/"], "only the real new article");
 }
 
 #[test]
@@ -180,14 +153,7 @@ fn a_burst_of_ten_posts_three_and_holds_seven_until_approved() {
     assert!(wait_outbox(&sb, 3), "{}", sb.log());
     let mut got = urls(&sb);
     got.sort();
-    assert_eq!(
-        got,
-        [
-            "https://blog.test/10/",
-            "https://blog.test/11/",
-            "https://blog.test/12/"
-        ]
-    );
+    assert_eq!(got, ["https://blog.test/10/", "https://blog.test/11/", "https://blog.test/12/"]);
     let pending = sb.ctl_json(&["posts", "--pending"]);
     let held: Vec<&Value> = pending.as_array().unwrap().iter().collect();
     assert_eq!(held.len(), 7, "{pending:#}");
@@ -203,27 +169,13 @@ fn a_burst_of_ten_posts_three_and_holds_seven_until_approved() {
     let skip_id = held[1]["id"].as_str().unwrap().to_owned();
     assert!(sb.ctl(&["posts", "skip", &skip_id]).status.success());
     let again = sb.ctl(&["posts", "approve", &skip_id]);
-    assert_eq!(
-        again.status.code(),
-        Some(1),
-        "nothing held any more: refused"
-    );
-    assert!(
-        text(&again.stderr).contains("nothing is held"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_eq!(again.status.code(), Some(1), "nothing held any more: refused");
+    assert!(text(&again.stderr).contains("nothing is held"), "{}", text(&again.stderr));
     let missing = sb.ctl(&["posts", "approve", "a999"]);
     assert_eq!(missing.status.code(), Some(1));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sb.outbox_lines().len(), 4);
-    assert_eq!(
-        sb.ctl_json(&["posts", "--pending"])
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(sb.ctl_json(&["posts", "--pending"]).as_array().unwrap().len(), 5);
 }
 
 #[test]
@@ -253,9 +205,7 @@ fn a_503_is_visible_and_the_article_goes_out_once_after_recovery() {
     server.fail_with(None);
     // Retry-After: 1 brings the watcher back by itself.
     assert!(wait_outbox(&sb, 1), "{}", sb.log());
-    assert!(wait_until(Duration::from_secs(5), || feed_status(&sb)
-        ["last_error"]
-        .is_null()));
+    assert!(wait_until(Duration::from_secs(5), || feed_status(&sb)["last_error"].is_null()));
     poll_and_wait(&sb, &server);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(urls(&sb), ["https://blog.test/4/"]);
@@ -268,22 +218,14 @@ fn a_malformed_feed_is_a_clear_error_and_the_daemon_keeps_serving() {
     sb.write_config(&config(&server, ""));
     let _daemon = sb.start();
     assert!(
-        wait_until(Duration::from_secs(10), || feed_status(&sb)["last_error"]
-            .is_string()),
+        wait_until(Duration::from_secs(10), || feed_status(&sb)["last_error"].is_string()),
         "{}",
         sb.log()
     );
     let err = feed_status(&sb)["last_error"].as_str().unwrap().to_owned();
-    assert!(
-        err.starts_with(&server.url),
-        "the error names the feed: {err}"
-    );
+    assert!(err.starts_with(&server.url), "the error names the feed: {err}");
     assert!(!err.contains('\n'), "one line: {err}");
-    assert_eq!(
-        feed_status(&sb)["baseline_taken"],
-        false,
-        "no baseline from a broken fetch"
-    );
+    assert_eq!(feed_status(&sb)["baseline_taken"], false, "no baseline from a broken fetch");
     assert!(sb.ctl(&["status"]).status.success());
 }
 
@@ -298,10 +240,8 @@ fn sigkill_during_bursts_never_loses_or_doubles_an_article() {
     baseline(&sb, &server);
     daemon.kill9();
 
-    let mut seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let mut seed =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("seed {seed}");
     let (mut mid_burst_kills, mut bursts) = (0, 0);
     while mid_burst_kills < 50 {
@@ -341,21 +281,11 @@ fn sigkill_during_bursts_never_loses_or_doubles_an_article() {
         *counts.entry(url).or_default() += 1;
     }
     assert_eq!(counts.len(), total, "{counts:?}");
-    assert!(
-        counts.values().all(|&n| n == 1),
-        "every article exactly once: {counts:?}"
-    );
-    assert!(
-        !counts.contains_key("https://blog.test/1/"),
-        "the baseline stays unannounced"
-    );
+    assert!(counts.values().all(|&n| n == 1), "every article exactly once: {counts:?}");
+    assert!(!counts.contains_key("https://blog.test/1/"), "the baseline stays unannounced");
     let posts = sb.ctl_json(&["posts", "--all"]);
-    let posted = posts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["accounts"][0]["state"] == "posted")
-        .count();
+    let posted =
+        posts.as_array().unwrap().iter().filter(|a| a["accounts"][0]["state"] == "posted").count();
     assert_eq!(posted, total);
 }
 
@@ -371,10 +301,7 @@ fn the_bundled_demo_announces_the_newest_article_once() {
     let mut daemon = sb.start_on(sb.daemon_command(), socket.clone());
     assert!(wait_outbox(&sb, 1), "{}", sb.log());
     let line = &sb.outbox_lines()[0];
-    assert_eq!(
-        line["article_url"],
-        "https://blog.example/2026/11/being-present/"
-    );
+    assert_eq!(line["article_url"], "https://blog.example/2026/11/being-present/");
     let announced = line["text"].as_str().unwrap();
     assert!(
         announced.starts_with("New on the blog: Being present without faking it"),
@@ -384,9 +311,5 @@ fn the_bundled_demo_announces_the_newest_article_once() {
     assert!(daemon.wait_exit(Duration::from_secs(2)).unwrap().success());
     let _again = sb.start_on(sb.daemon_command(), socket);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        sb.outbox_lines().len(),
-        1,
-        "a second run announces nothing more"
-    );
+    assert_eq!(sb.outbox_lines().len(), 1, "a second run announces nothing more");
 }

@@ -32,8 +32,7 @@ fn read_frame(stream: &mut UnixStream) -> Option<Vec<u8>> {
 
 fn raw_client(sandbox: &Sandbox) -> UnixStream {
     let s = UnixStream::connect(sandbox.socket()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     s
 }
 
@@ -46,10 +45,7 @@ fn status_answers_and_sigterm_stops_cleanly() {
     assert!(out.status.success());
     let shown = text(&out.stdout);
     assert!(shown.contains("presenced 0.1.0"), "{shown}");
-    assert!(
-        shown.contains(&sb.state_dir().join("state").display().to_string()),
-        "{shown}"
-    );
+    assert!(shown.contains(&sb.state_dir().join("state").display().to_string()), "{shown}");
     let json = sb.ctl_json(&["status"]);
     assert_eq!(json["version"], "0.1.0");
     assert_eq!(json["pid"], daemon.pid());
@@ -57,14 +53,9 @@ fn status_answers_and_sigterm_stops_cleanly() {
     assert_eq!(json["queue"]["open"], 0);
 
     daemon.signal(Signal::SIGTERM);
-    let status = daemon
-        .wait_exit(Duration::from_secs(2))
-        .expect("exits within 2 s");
+    let status = daemon.wait_exit(Duration::from_secs(2)).expect("exits within 2 s");
     assert!(status.success(), "exit {status:?}\n{}", sb.log());
-    assert!(
-        !sb.socket().exists(),
-        "the socket file the daemon created is removed"
-    );
+    assert!(!sb.socket().exists(), "the socket file the daemon created is removed");
     // The state is durable after a clean stop.
     assert!(sb.state_dir().join("state").exists());
 }
@@ -75,9 +66,7 @@ fn sigint_also_stops_cleanly() {
     sb.write_config(QUIET);
     let mut daemon = sb.start();
     daemon.signal(Signal::SIGINT);
-    let status = daemon
-        .wait_exit(Duration::from_secs(2))
-        .expect("exits within 2 s");
+    let status = daemon.wait_exit(Duration::from_secs(2)).expect("exits within 2 s");
     assert!(status.success());
 }
 
@@ -87,10 +76,7 @@ fn unreachable_daemon_exits_69_with_a_hint() {
     let out = sb.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(69));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("is presenced running? try: systemctl status presenced"),
-        "{err}"
-    );
+    assert!(err.contains("is presenced running? try: systemctl status presenced"), "{err}");
     let usage = sb.ctl(&["no-such-command"]);
     assert_eq!(usage.status.code(), Some(2));
 }
@@ -103,70 +89,29 @@ fn notify_ready_status_reload_and_stopping() {
     let mut cmd = sb.daemon_command();
     cmd.env("NOTIFY_SOCKET", &notify.path);
     let mut daemon = sb.start_with(cmd);
-    assert!(
-        notify.wait_for("READY=1", Duration::from_secs(5)),
-        "{:?}",
-        notify.messages
-    );
-    let ready = notify
-        .messages
-        .iter()
-        .find(|m| m.contains("READY=1"))
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        ready.contains("STATUS="),
-        "READY=1 comes with a status line: {ready:?}"
-    );
+    assert!(notify.wait_for("READY=1", Duration::from_secs(5)), "{:?}", notify.messages);
+    let ready = notify.messages.iter().find(|m| m.contains("READY=1")).cloned().unwrap_or_default();
+    assert!(ready.contains("STATUS="), "READY=1 comes with a status line: {ready:?}");
 
     // A broken config on SIGHUP: rejected, logged, the old one kept, still serving.
     std::fs::write(sb.config_path(), "this is = = not toml").unwrap();
     notify.messages.clear();
     daemon.signal(Signal::SIGHUP);
-    assert!(
-        notify.wait_for("RELOADING=1", Duration::from_secs(5)),
-        "{:?}",
-        notify.messages
-    );
-    let reloading = notify
-        .messages
-        .iter()
-        .find(|m| m.contains("RELOADING=1"))
-        .cloned()
-        .unwrap();
+    assert!(notify.wait_for("RELOADING=1", Duration::from_secs(5)), "{:?}", notify.messages);
+    let reloading = notify.messages.iter().find(|m| m.contains("RELOADING=1")).cloned().unwrap();
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    assert!(notify.wait_for("READY=1", Duration::from_secs(5)), "{:?}", notify.messages);
+    assert!(sb.ctl(&["status"]).status.success(), "still serving after a bad reload");
     assert!(
-        notify.wait_for("READY=1", Duration::from_secs(5)),
-        "{:?}",
-        notify.messages
-    );
-    assert!(
-        sb.ctl(&["status"]).status.success(),
-        "still serving after a bad reload"
-    );
-    assert!(
-        wait_until(Duration::from_secs(5), || sb
-            .log()
-            .contains("reload refused")),
+        wait_until(Duration::from_secs(5), || sb.log().contains("reload refused")),
         "the bad config is logged: {}",
         sb.log()
     );
-    assert!(
-        sb.log().contains("presenced.toml:1:"),
-        "the log names file and line: {}",
-        sb.log()
-    );
+    assert!(sb.log().contains("presenced.toml:1:"), "the log names file and line: {}", sb.log());
 
     daemon.signal(Signal::SIGTERM);
-    assert!(
-        notify.wait_for("STOPPING=1", Duration::from_secs(5)),
-        "{:?}",
-        notify.messages
-    );
-    assert!(daemon
-        .wait_exit(Duration::from_secs(2))
-        .expect("exits")
-        .success());
+    assert!(notify.wait_for("STOPPING=1", Duration::from_secs(5)), "{:?}", notify.messages);
+    assert!(daemon.wait_exit(Duration::from_secs(2)).expect("exits").success());
 }
 
 #[test]
@@ -175,14 +120,9 @@ fn watchdog_pings_come_when_asked_for() {
     sb.write_config(QUIET);
     let mut notify = NotifySocket::bind(sb.path());
     let mut cmd = sb.daemon_command();
-    cmd.env("NOTIFY_SOCKET", &notify.path)
-        .env("WATCHDOG_USEC", "400000");
+    cmd.env("NOTIFY_SOCKET", &notify.path).env("WATCHDOG_USEC", "400000");
     let _daemon = sb.start_with(cmd);
-    assert!(
-        notify.wait_for("WATCHDOG=1", Duration::from_secs(3)),
-        "{:?}",
-        notify.messages
-    );
+    assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(3)), "{:?}", notify.messages);
 }
 
 #[test]
@@ -211,25 +151,11 @@ fn socket_activation_through_systemd_socket_activate() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pid"], child.id(), "the activated process answers");
     assert!(notify.wait_for("READY=1", Duration::from_secs(5)));
-    assert!(
-        !sb.socket().exists(),
-        "the daemon did not bind its own socket"
-    );
-    assert!(
-        sb.log().contains("using the socket passed by systemd"),
-        "{}",
-        sb.log()
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        Signal::SIGTERM,
-    )
-    .unwrap();
+    assert!(!sb.socket().exists(), "the daemon did not bind its own socket");
+    assert!(sb.log().contains("using the socket passed by systemd"), "{}", sb.log());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(
-        activated.exists(),
-        "a passed socket belongs to systemd and is not removed"
-    );
+    assert!(activated.exists(), "a passed socket belongs to systemd and is not removed");
 }
 
 #[test]
@@ -240,21 +166,15 @@ fn hostile_frames_are_refused_while_others_keep_working() {
 
     // A well-behaved client holds its connection open throughout.
     let mut good = raw_client(&sb);
-    good.write_all(&frame(&proto::encode(&Hello::new("test")).unwrap()))
-        .unwrap();
+    good.write_all(&frame(&proto::encode(&Hello::new("test")).unwrap())).unwrap();
     let hello: ServerHello = proto::decode(&read_frame(&mut good).unwrap()).unwrap();
     assert_eq!(hello.refusal, None);
 
     // Garbage instead of a hello.
     let mut garbage = raw_client(&sb);
-    garbage
-        .write_all(&frame(b"GET / HTTP/1.1\r\n\r\n"))
-        .unwrap();
+    garbage.write_all(&frame(b"GET / HTTP/1.1\r\n\r\n")).unwrap();
     let reply: ServerHello = proto::decode(&read_frame(&mut garbage).unwrap()).unwrap();
-    assert!(reply
-        .refusal
-        .unwrap()
-        .contains("expected a presencectl hello"));
+    assert!(reply.refusal.unwrap().contains("expected a presencectl hello"));
     assert!(read_frame(&mut garbage).is_none(), "connection closed");
 
     // A 4 GiB length prefix: refused unread, connection closed.
@@ -274,27 +194,19 @@ fn hostile_frames_are_refused_while_others_keep_working() {
     old.write_all(&frame(&proto::encode(&h).unwrap())).unwrap();
     let reply: ServerHello = proto::decode(&read_frame(&mut old).unwrap()).unwrap();
     let why = reply.refusal.expect("refused");
-    assert!(
-        why.contains("99") && why.contains(&proto::PROTOCOL_VERSION.to_string()),
-        "{why}"
-    );
+    assert!(why.contains("99") && why.contains(&proto::PROTOCOL_VERSION.to_string()), "{why}");
 
     // Garbage after a good hello: an error reply, then only that connection closes.
     let mut bad_request = raw_client(&sb);
-    bad_request
-        .write_all(&frame(&proto::encode(&Hello::new("t")).unwrap()))
-        .unwrap();
+    bad_request.write_all(&frame(&proto::encode(&Hello::new("t")).unwrap())).unwrap();
     read_frame(&mut bad_request).unwrap();
-    bad_request
-        .write_all(&frame(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0]))
-        .unwrap();
+    bad_request.write_all(&frame(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0, 0])).unwrap();
     let reply: Response = proto::decode(&read_frame(&mut bad_request).unwrap()).unwrap();
     assert!(matches!(reply, Response::Error(_)), "{reply:?}");
     assert!(read_frame(&mut bad_request).is_none());
 
     // The good client still gets answers.
-    good.write_all(&frame(&proto::encode(&Request::Status).unwrap()))
-        .unwrap();
+    good.write_all(&frame(&proto::encode(&Request::Status).unwrap())).unwrap();
     let reply: Response = proto::decode(&read_frame(&mut good).unwrap()).unwrap();
     assert!(matches!(reply, Response::Status(_)), "{reply:?}");
     assert!(sb.ctl(&["status"]).status.success());
@@ -324,10 +236,7 @@ fn another_uid_is_refused_by_peer_credentials() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "refused, exit 1: {err}");
     assert!(err.contains("uid 65534 may not use presenced"), "{err}");
-    assert!(
-        sb.ctl(&["status"]).status.success(),
-        "the owner still gets in"
-    );
+    assert!(sb.ctl(&["status"]).status.success(), "the owner still gets in");
 }
 
 #[test]
@@ -344,17 +253,9 @@ fn a_live_socket_is_not_stolen_and_a_non_socket_is_not_replaced() {
     );
     let cfg = sb.path().join("second.toml");
     std::fs::write(&cfg, text_cfg).unwrap();
-    let out = Command::new(bin("presenced"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = Command::new(bin("presenced")).arg("--config").arg(&cfg).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("another presenced is listening"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("another presenced is listening"), "{}", text(&out.stderr));
 
     let plain = sb.path().join("plain-file");
     std::fs::write(&plain, "keep me").unwrap();
@@ -368,17 +269,9 @@ fn a_live_socket_is_not_stolen_and_a_non_socket_is_not_replaced() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin("presenced"))
-        .arg("--config")
-        .arg(&cfg2)
-        .output()
-        .unwrap();
+    let out = Command::new(bin("presenced")).arg("--config").arg(&cfg2).output().unwrap();
     assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("is not a socket"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("is not a socket"), "{}", text(&out.stderr));
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "keep me");
 }
 
@@ -403,23 +296,12 @@ fn damaged_state_refuses_to_start(damage: impl Fn(&mut Vec<u8>), expect: &str) {
     let mut bytes = std::fs::read(&path).unwrap();
     damage(&mut bytes);
     std::fs::write(&path, &bytes).unwrap();
-    let out = sb
-        .daemon_command()
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let out = sb.daemon_command().stderr(std::process::Stdio::piped()).output().unwrap();
     let err = text(&out.stderr);
     assert!(!out.status.success(), "must not start on a damaged state");
-    assert!(
-        err.contains(&path.display().to_string()),
-        "names the file: {err}"
-    );
+    assert!(err.contains(&path.display().to_string()), "names the file: {err}");
     assert!(err.contains(expect), "says what is wrong ({expect}): {err}");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "the file is untouched"
-    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is untouched");
 }
 
 #[test]
@@ -449,10 +331,7 @@ fn check_config_reports_file_and_line() {
         .unwrap();
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    let want = format!(
-        "{}:3: account \"m\": server is required",
-        sb.config_path().display()
-    );
+    let want = format!("{}:3: account \"m\": server is required", sb.config_path().display());
     assert!(err.contains(&want), "{err}");
 
     sb.write_config("[[account]]\nname = \"dry\"\nkind = \"outbox\"\n");

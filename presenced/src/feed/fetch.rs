@@ -36,10 +36,7 @@ pub struct Fetch {
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("http {status}")]
-    Status {
-        status: u16,
-        retry_after: Option<Duration>,
-    },
+    Status { status: u16, retry_after: Option<Duration> },
     #[error("body larger than {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("more than {MAX_REDIRECTS} redirects")]
@@ -92,17 +89,11 @@ pub async fn fetch(
     let mut all_permanent = true;
     for _ in 0..=MAX_REDIRECTS {
         let mut headers = HeaderMap::new();
-        if let Some(v) = validators
-            .etag
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
+        if let Some(v) = validators.etag.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
             headers.insert(header::IF_NONE_MATCH, v);
         }
-        if let Some(v) = validators
-            .last_modified
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
+        if let Some(v) =
+            validators.last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok())
         {
             headers.insert(header::IF_MODIFIED_SINCE, v);
         }
@@ -114,34 +105,26 @@ pub async fn fetch(
             .map_err(|e| FetchError::Transport(describe(&e)))?;
         let status = response.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
-            let location = response
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| FetchError::BadRedirect(format!("{status} without Location")))?;
+            let location =
+                response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| FetchError::BadRedirect(format!("{status} without Location")))?;
             current = current
                 .join(location)
                 .map_err(|e| FetchError::BadRedirect(format!("{location:?}: {e}")))?;
-            all_permanent &= matches!(
-                status,
-                StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT
-            );
+            all_permanent &=
+                matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::PERMANENT_REDIRECT);
             continue;
         }
         let moved_to = (all_permanent && current.as_str() != url).then(|| current.to_string());
         if status == StatusCode::NOT_MODIFIED {
-            return Ok(Fetch {
-                status: "304".into(),
-                fetched: Fetched::NotModified,
-                moved_to,
-            });
+            return Ok(Fetch { status: "304".into(), fetched: Fetched::NotModified, moved_to });
         }
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
-            return Err(FetchError::Status {
-                status: status.as_u16(),
-                retry_after,
-            });
+            return Err(FetchError::Status { status: status.as_u16(), retry_after });
         }
         let header_text = |name| {
             response
@@ -161,12 +144,7 @@ pub async fn fetch(
         let bytes = read_capped(response, max_bytes).await?;
         return Ok(Fetch {
             status: status.as_u16().to_string(),
-            fetched: Fetched::Body {
-                bytes,
-                content_type,
-                validators,
-                url: current,
-            },
+            fetched: Fetched::Body { bytes, content_type, validators, url: current },
             moved_to,
         });
     }
@@ -175,10 +153,8 @@ pub async fn fetch(
 
 async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| FetchError::Transport(describe(&e)))?
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| FetchError::Transport(describe(&e)))?
     {
         if body.len() as u64 + chunk.len() as u64 > max {
             return Err(FetchError::TooLarge { limit: max });
@@ -189,19 +165,15 @@ async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Vec<u8
 }
 
 async fn fetch_file(url: &url::Url, max_bytes: u64) -> Result<Fetch, FetchError> {
-    let path = url
-        .to_file_path()
-        .map_err(|()| FetchError::File(format!("bad file URL {url}")))?;
+    let path = url.to_file_path().map_err(|()| FetchError::File(format!("bad file URL {url}")))?;
     let shown = path.display().to_string();
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| FetchError::File(format!("{shown}: {e}")))?;
+    let meta =
+        tokio::fs::metadata(&path).await.map_err(|e| FetchError::File(format!("{shown}: {e}")))?;
     if meta.len() > max_bytes {
         return Err(FetchError::TooLarge { limit: max_bytes });
     }
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| FetchError::File(format!("{shown}: {e}")))?;
+    let bytes =
+        tokio::fs::read(&path).await.map_err(|e| FetchError::File(format!("{shown}: {e}")))?;
     Ok(Fetch {
         status: "read".into(),
         fetched: Fetched::Body {
