@@ -6,6 +6,7 @@
 //! records it.
 
 pub mod bluesky;
+pub mod mastodon;
 pub mod outbox;
 
 use std::collections::BTreeMap;
@@ -194,6 +195,13 @@ pub fn spawn(
         AccountKind::Outbox => {
             let path = config.state_dir.join("outbox.jsonl");
             tracker.spawn(worker.run(outbox::Outbox::new(name, path)));
+        }
+        AccountKind::Mastodon => {
+            let token = secret(&account.token, "token")?;
+            let server = account.server.as_deref().ok_or("server is not configured")?;
+            let (visibility, language) = (account.visibility.clone(), account.language.clone());
+            let net = mastodon::Mastodon::new(name, server, token, visibility, language, http.clone());
+            tracker.spawn(worker.run(net));
         }
         AccountKind::Bluesky => {
             let password = secret(&account.password, "password")?;
