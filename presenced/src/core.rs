@@ -645,7 +645,15 @@ impl Core {
             Request::Posts { filter } => Response::Posts(self.posts(filter)),
             Request::Poll => {
                 self.poll.send_modify(|generation| *generation += 1);
-                Response::Done(format!("checking {} feeds now", self.config.feeds.len()))
+                for acc in self.accounts.values() {
+                    // A full queue already holds work that will end in a fetch soon enough.
+                    let _ = acc.jobs.try_send(Job::FetchMentions);
+                }
+                Response::Done(format!(
+                    "checking {} feeds and {} accounts now",
+                    self.config.feeds.len(),
+                    self.config.accounts.len()
+                ))
             }
             Request::PostAction { id, action } => {
                 let action = match action {

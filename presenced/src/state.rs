@@ -486,9 +486,11 @@ pub enum ActError {
     NothingToDo { article: u64, action: Action },
 }
 
-/// Seconds before retry number `attempts` + 1: 30 s doubling up to an hour.
+/// Seconds to wait after `attempts` failed attempts: 5 s doubling up to an hour. The first
+/// retry comes soon because most failures are a dropped connection; networks that want a
+/// longer pause say so (Retry-After, rate-limit resets) and are obeyed instead.
 pub fn backoff(attempts: u32) -> i64 {
-    30i64.saturating_mul(1 << attempts.min(7)).min(3600)
+    5i64.saturating_mul(1 << attempts.saturating_sub(1).min(10)).min(3600)
 }
 
 #[cfg(test)]
@@ -636,8 +638,9 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(0), 30);
-        assert_eq!(backoff(1), 60);
+        assert_eq!(backoff(1), 5);
+        assert_eq!(backoff(2), 10);
+        assert_eq!(backoff(5), 80);
         assert_eq!(backoff(20), 3600);
     }
 }

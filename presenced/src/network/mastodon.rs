@@ -69,10 +69,11 @@ const MAX_MESSAGE: usize = 300;
 /// Notifications per page: the documented maximum since Mastodon 4.1 (older servers cap it
 /// at 40 silently, which paging copes with).
 const PAGE: usize = 80;
-/// Pages of notifications read per fetch. Paging requests have their own, tighter rate limit
-/// (300 per 15 minutes); a longer backlog is read over the following fetches, since the
-/// cursor only moves past what was returned.
-const MAX_PAGES: usize = 5;
+/// Pages of notifications read per fetch. A longer backlog is read by the following fetches
+/// (`Mentions::more`), each page stored before the next is asked for, since the cursor only
+/// moves past what was returned. Paging requests have their own, tighter rate limit (300 per
+/// 15 minutes), which a backlog of a few thousand mentions stays within.
+const MAX_PAGES: usize = 1;
 /// Pages of our own statuses searched for an attempt in doubt (40 statuses each).
 const MAX_OWN_PAGES: usize = 3;
 /// Thread roots remembered between fetches, to save a context request per mention.
@@ -270,7 +271,7 @@ impl Mastodon {
     async fn notifications(
         &self,
         cursor: Option<&str>,
-    ) -> Result<(Vec<Notification>, Option<String>), NetError> {
+    ) -> Result<(Vec<Notification>, Option<String>, bool), NetError> {
         let what = "GET /api/v1/notifications";
         let mut url = self.endpoint(&["api", "v1", "notifications"])?;
         url.query_pairs_mut()
@@ -280,6 +281,8 @@ impl Mastodon {
         let mut cursor = cursor.map(str::to_owned);
         let first_run = cursor.is_none();
         let mut pages: Vec<Vec<Notification>> = Vec::new();
+        // Whether the walk reached the newest notification (or cannot go on).
+        let mut at_end = first_run;
         for _ in 0..MAX_PAGES {
             let mut request = url.clone();
             if let Some(c) = &cursor {
@@ -287,6 +290,7 @@ impl Mastodon {
             }
             let page: Page<Vec<Notification>> = self.get(request, what).await?;
             if page.value.is_empty() {
+                at_end = true;
                 break;
             }
             // Pages come newest first; `prev` points at what is newer than this page.
@@ -298,6 +302,7 @@ impl Mastodon {
             pages.push(page.value);
             // A server that repeats the cursor would make this loop forever.
             if next.is_none() || next == cursor {
+                at_end = true;
                 break;
             }
             cursor = next;
@@ -314,7 +319,7 @@ impl Mastodon {
             cursor = Some(FIRST_CURSOR.to_owned());
         }
         let items = pages.into_iter().flat_map(|p| p.into_iter().rev()).collect();
-        Ok((items, cursor))
+        Ok((items, cursor, !at_end))
     }
 
     fn incoming(&self, status: &Status, thread: String) -> Incoming {
@@ -437,7 +442,7 @@ impl Network for Mastodon {
             }
         }
 
-        let (notifications, cursor) =
+        let (notifications, cursor, more) =
             self.notifications(cursors.get(CURSOR).map(String::as_str)).await?;
         for n in notifications {
             // Older servers ignore `types[]`; a deleted status leaves `status` null.
@@ -457,7 +462,7 @@ impl Network for Mastodon {
         if let Some(c) = cursor {
             cursors.insert(CURSOR.to_owned(), c);
         }
-        Ok(Mentions { items, cursors })
+        Ok(Mentions { items, cursors, more })
     }
 
     fn take_wakeups(&mut self) -> Option<mpsc::Receiver<()>> {

@@ -80,6 +80,10 @@ pub struct Incoming {
 pub struct Mentions {
     pub items: Vec<Incoming>,
     pub cursors: BTreeMap<String, String>,
+    /// More is waiting after these cursors: the worker stores this batch, then fetches
+    /// again at once (without the watched threads, already read). Small batches make
+    /// progress durable step by step through a long backlog.
+    pub more: bool,
 }
 
 /// An answer the human wrote, fully decided by the core.
@@ -172,6 +176,8 @@ pub trait Network: Send + 'static {
 pub enum Job {
     Announce(Post),
     Reply(Reply),
+    /// Fetch mentions now (`presencectl poll`).
+    FetchMentions,
 }
 
 /// Builds the account's network adapter and runs its worker on `tracker`. An error (a
@@ -215,6 +221,9 @@ pub fn spawn(
     }
     Ok(())
 }
+
+/// Batches of mentions taken in one go before the worker looks at its other work.
+const MAX_ROUNDS: usize = 50;
 
 /// How many of our recent posts a worker watches for replies that did not notify us.
 const WATCH: usize = 20;
@@ -265,6 +274,7 @@ impl Worker {
             };
             let fetch = tokio::select! {
                 job = self.jobs.recv() => match job {
+                    Some(Job::FetchMentions) => true,
                     Some(job) => {
                         if !self.carry_out(&mut network, job).await {
                             return;
@@ -364,6 +374,7 @@ impl Worker {
                     outcome,
                 }
             }
+            Job::FetchMentions => return true,
         };
         self.core.send(event).await.is_ok()
     }
@@ -380,36 +391,45 @@ impl Worker {
     /// One fetch of mentions. `Err(Some(wait))`: do not fetch again before `wait`;
     /// `Err(None)`: the core is gone.
     async fn fetch<N: Network>(&mut self, network: &mut N) -> Result<(), Option<Duration>> {
-        let fetched = tokio::select! {
-            f = network.fetch_mentions(&self.cursors, &self.watch) => f,
-            () = self.cancel.cancelled() => return Err(None),
-        };
-        match fetched {
-            Ok(mentions) => {
-                if mentions.items.is_empty()
-                    && mentions.cursors.iter().all(|(k, v)| self.cursors.get(k) == Some(v))
-                {
-                    return Ok(());
-                }
+        // Bounded, so that a network that always says "more" cannot keep the worker from its
+        // other work.
+        for round in 0..MAX_ROUNDS {
+            let watch: &[String] = if round == 0 { &self.watch } else { &[] };
+            let fetched = tokio::select! {
+                f = network.fetch_mentions(&self.cursors, watch) => f,
+                () = self.cancel.cancelled() => return Err(None),
+            };
+            let mentions = match fetched {
+                Ok(mentions) => mentions,
+                Err(err) => return self.fetch_failed(err).await,
+            };
+            let more = mentions.more;
+            let moved = mentions.cursors.iter().any(|(k, v)| self.cursors.get(k) != Some(v));
+            if !mentions.items.is_empty() || moved {
                 self.cursors.extend(mentions.cursors.clone());
                 let event = Event::Mentions { account: self.account.clone(), mentions };
-                self.core.send(event).await.map_err(|_| None)
-            }
-            Err(err) => {
-                tracing::warn!(account = %self.account, "fetching mentions failed: {err}");
-                let wait = match &err {
-                    NetError::Transient { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let event = Event::AccountHealth {
-                    account: self.account.clone(),
-                    health: format!("mentions: {err}"),
-                    info: None,
-                };
                 self.core.send(event).await.map_err(|_| None)?;
-                Err(wait.or(Some(Duration::ZERO)))
+            }
+            if !more || !moved {
+                break;
             }
         }
+        Ok(())
+    }
+
+    async fn fetch_failed(&mut self, err: NetError) -> Result<(), Option<Duration>> {
+        tracing::warn!(account = %self.account, "fetching mentions failed: {err}");
+        let wait = match &err {
+            NetError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let event = Event::AccountHealth {
+            account: self.account.clone(),
+            health: format!("mentions: {err}"),
+            info: None,
+        };
+        self.core.send(event).await.map_err(|_| None)?;
+        Err(wait.or(Some(Duration::ZERO)))
     }
 }
 

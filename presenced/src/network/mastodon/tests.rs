@@ -770,8 +770,23 @@ async fn mentions_walk_forward_from_the_cursor() {
     assert_eq!(asked.query("types[]"), ["mention", "quote"]);
     assert_eq!(asked.query("limit"), ["80"]);
 
-    // Then forward page by page until an empty one; replies get their thread's root.
-    let second = m.fetch_mentions(&first.cursors, &[]).await.unwrap();
+    assert!(!first.more, "a first run takes the newest page only");
+
+    // Then forward, one page per fetch, each saying whether more is waiting, until an
+    // empty page; replies get their thread's root.
+    let mut cursors = first.cursors.clone();
+    let mut items = Vec::new();
+    let mut fetches = 0;
+    loop {
+        let next = m.fetch_mentions(&cursors, &[]).await.unwrap();
+        fetches += 1;
+        items.extend(next.items);
+        cursors = next.cursors;
+        if !next.more {
+            break;
+        }
+        assert!(fetches < 10, "the walk ends");
+    }
     let asked: Vec<Vec<String>> = server
         .requests_to("/api/v1/notifications")
         .iter()
@@ -779,9 +794,8 @@ async fn mentions_walk_forward_from_the_cursor() {
         .map(|r| r.query("min_id"))
         .collect();
     assert_eq!(asked, [["n2"], ["n4"], ["n5"]]);
-    assert_eq!(second.cursors.get(CURSOR).map(String::as_str), Some("n5"));
-    let got: Vec<(&str, &str, Option<&str>)> = second
-        .items
+    assert_eq!(cursors.get(CURSOR).map(String::as_str), Some("n5"));
+    let got: Vec<(&str, &str, Option<&str>)> = items
         .iter()
         .map(|i| (i.remote_id.as_str(), i.thread.as_str(), i.in_reply_to.as_deref()))
         .collect();
@@ -789,7 +803,7 @@ async fn mentions_walk_forward_from_the_cursor() {
     // 104's root came from 103's context: one context request for both.
     assert_eq!(server.requests_to("/api/v1/statuses/103/context").len(), 1);
     assert_eq!(server.requests_to("/api/v1/statuses/104/context").len(), 0);
-    assert!(second.items.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(items.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
 #[tokio::test]
