@@ -379,6 +379,7 @@ fn status_json(r: &StatusReport) -> Value {
         "queue": {
             "open": r.queue.open,
             "snoozed": r.queue.snoozed,
+            "waiting": r.queue.waiting,
             "oldest_waiting": opt_time(r.queue.oldest_waiting),
             "next_wake": opt_time(r.queue.next_wake),
         },
@@ -411,12 +412,19 @@ fn print_status(r: &StatusReport) {
         );
     }
     match r.queue.oldest_waiting {
-        Some(oldest) if r.queue.open > 0 => println!(
+        Some(oldest) if r.queue.waiting > 0 => println!(
             "queue: {} waiting, oldest {}",
-            r.queue.open,
+            r.queue.waiting,
             relative(oldest).trim_end_matches(" ago")
         ),
         _ => println!("queue: nothing waiting"),
+    }
+    let answered = r.queue.open - r.queue.waiting.min(r.queue.open);
+    if answered > 0 {
+        println!("       {answered} open and answered (presencectl done ID when finished)");
+    }
+    if let Some(wake) = r.queue.next_wake {
+        println!("       {} snoozed, the next back {}", r.queue.snoozed, relative(wake));
     }
 }
 

@@ -265,6 +265,8 @@ pub struct QueueSummary {
     pub snoozed: u64,
     pub oldest_waiting: Option<i64>,
     pub next_wake: Option<i64>,
+    /// Open conversations where someone waits for the human's answer.
+    pub waiting: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -544,7 +546,7 @@ mod tests {
             }),
             "01000000010000000000000076090000000100000000000000010000000000000073\
              00000000000000000000000000000000000000000000000000000000000000000000\
-             00",
+             000000000000000000",
         );
     }
 

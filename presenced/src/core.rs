@@ -874,6 +874,7 @@ impl Core {
                 ConvStatus::Open => {
                     queue.open += 1;
                     if let Some(at) = crate::inbox::waiting_since(c) {
+                        queue.waiting += 1;
                         queue.oldest_waiting =
                             Some(queue.oldest_waiting.map_or(at, |o: Unix| o.min(at)));
                     }
