@@ -1,0 +1,350 @@
+//! Conversations end to end on Mastodon: the real daemon and presencectl against the local
+//! Mastodon emulator (tests/src/mastodon.rs) and a local feed server.
+
+// Test code writes fixtures directly and fails loudly: the daemon's rules do not apply here.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+
+use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::mastodon::{Fault, Mastodon};
+use presence_e2e::{text, wait_until, Sandbox};
+use serde_json::Value;
+
+const T0: i64 = 1_795_860_000;
+
+fn feed_of(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i64)> {
+    let mut items: Vec<_> = range
+        .map(|n| {
+            (
+                format!("https://blog.test/?p={n}"),
+                format!("https://blog.test/{n}/"),
+                format!("Post number {n}"),
+                T0 + n * 3600,
+            )
+        })
+        .collect();
+    items.reverse();
+    items
+}
+
+struct World {
+    masto: Mastodon,
+    me: String,
+    server: FeedServer,
+    sb: Sandbox,
+}
+
+/// A blogger's account on the emulator, a blog with 3 articles, presenced configured for
+/// both (token in a 0600 file).
+fn world() -> World {
+    let masto = Mastodon::start();
+    let me = masto.add_account("blogger", "The Blogger");
+    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let sb = Sandbox::new();
+    let token = sb.path().join("masto.token");
+    std::fs::write(&token, masto.token_for(&me)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    sb.write_config(&format!(
+        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\n",
+        server.url,
+        masto.url(),
+        token.display().to_string()
+    ));
+    World { masto, me, server, sb }
+}
+
+impl World {
+    fn statuses(&self) -> Vec<Value> {
+        self.masto.statuses_of(&self.me)
+    }
+
+    fn list(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["list"];
+        all.extend_from_slice(args);
+        self.sb.ctl_json(&all).as_array().unwrap().clone()
+    }
+
+    fn poll(&self) {
+        assert!(self.sb.ctl(&["poll"]).status.success());
+    }
+
+    fn account_ready(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                self.sb.ctl_json(&["status"])["accounts"][0]["health"] == "ok"
+            }),
+            "account ready: {:#}\n{}",
+            self.sb.ctl_json(&["status"]),
+            self.sb.log()
+        );
+    }
+
+    fn baseline(&self) {
+        assert!(wait_until(Duration::from_secs(10), || {
+            self.sb.ctl_json(&["status"])["feeds"][0]["baseline_taken"] == true
+        }));
+    }
+
+    /// Publishes two new articles and waits until both are announced.
+    fn announce_two(&self) -> (String, String) {
+        self.server.set_body(&rss(&feed_of(1..=5)));
+        self.poll();
+        assert!(
+            wait_until(Duration::from_secs(10), || self.statuses().len() >= 2),
+            "{}",
+            self.sb.log()
+        );
+        let s = self.statuses();
+        (s[1]["id"].as_str().unwrap().to_owned(), s[0]["id"].as_str().unwrap().to_owned())
+    }
+
+    fn conversation_with(&self, handle: &str) -> Value {
+        self.list(&["--all"])
+            .into_iter()
+            .find(|c| c["participants"].as_array().unwrap().iter().any(|p| p == handle))
+            .unwrap_or_else(|| panic!("no conversation with {handle}"))
+    }
+}
+
+#[test]
+fn announce_collect_answer_snooze_and_reopen() {
+    let w = world();
+    let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
+    let bob = w.masto.add_account("bob", "Bob");
+    let carol = w.masto.add_remote_account("carol", "third.host", "Carol");
+    let _daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    assert!(w.statuses().is_empty(), "the baseline announces nothing");
+
+    let (first, second) = w.announce_two();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.statuses().len(), 2, "exactly two statuses");
+    let posts = w.masto.requests_to("POST", "/api/v1/statuses");
+    assert!(posts.iter().all(|r| r.header("idempotency-key").is_some_and(|k| k.len() == 32)));
+
+    // Alice replies to the first announcement, Bob writes on his own, Carol replies to the
+    // second without mentioning anyone (no notification: found through the thread).
+    let a1 = w.masto.post_as(&alice, "@blogger Great post! What about Atom?", Some(&first), &[]);
+    let b1 = w.masto.post_as(&bob, "@blogger hello there, a question about feeds", None, &[]);
+    let c1 = w.masto.post_as(&carol, "Nice one, thanks.", Some(&second), &[]);
+    assert!(w.masto.notifications_of(&w.me).len() == 2, "Carol's reply notified nobody");
+    w.poll();
+    assert!(
+        wait_until(Duration::from_secs(15), || w.list(&[]).len() == 3),
+        "three conversations: {:#?}\n{}",
+        w.list(&["--all"]),
+        w.sb.log()
+    );
+    let convs = w.list(&[]);
+    for c in &convs {
+        assert_eq!(c["account"], "masto");
+        assert_eq!(c["status"], "open");
+        assert!(c["id"].as_str().unwrap().starts_with('c'));
+        assert!(c["waiting_since"].is_string(), "{c:#}");
+        assert!(c["snoozed_until"].is_null());
+        assert!(c["last_message"]["at"].is_string());
+        assert!(c["last_message"]["url"].as_str().is_some_and(|u| u.starts_with("http")));
+    }
+    let alice_conv = w.conversation_with("alice@other.host");
+    assert_eq!(alice_conv["last_message"]["author"], "alice@other.host");
+    assert!(alice_conv["last_message"]["text"].as_str().unwrap().contains("What about Atom?"));
+    let carol_conv = w.conversation_with("carol@third.host");
+    assert_eq!(carol_conv["last_message"]["text"], "Nice one, thanks.");
+    let bob_conv = w.conversation_with("bob");
+    let human = text(&w.sb.ctl(&["list"]).stdout);
+    assert!(human.contains("alice@other.host") && human.contains("waiting"), "{human}");
+    let status = text(&w.sb.ctl(&["status"]).stdout);
+    assert!(status.contains("3 waiting, oldest"), "{status}");
+
+    // Answer Alice: one status, in reply to hers, starting with her full acct.
+    let id = alice_conv["id"].as_str().unwrap();
+    let out = w.sb.ctl(&["answer", id, "Thank you! Atom works too."]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("answered"), "{}", text(&out.stdout));
+    let replies: Vec<Value> =
+        w.statuses().into_iter().filter(|s| s["in_reply_to_id"] == a1.as_str()).collect();
+    assert_eq!(replies.len(), 1, "one answer");
+    assert!(replies[0]["content"].as_str().unwrap().contains("@<span>alice</span>"), "{}", replies[0]);
+    let shown = w.sb.ctl_json(&["show", id]);
+    let messages = shown["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1]["mine"], true);
+    assert_eq!(messages[1]["delivery"], "posted");
+    assert!(w.conversation_with("alice@other.host")["waiting_since"].is_null());
+    // Too long is refused with the count, nothing is posted.
+    let long = "word ".repeat(200);
+    let refused = w.sb.ctl(&["answer", id, &long]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("of 500 characters"), "{}", text(&refused.stderr));
+
+    // Snooze Bob for two seconds: hidden, then back by itself.
+    let bob_id = bob_conv["id"].as_str().unwrap();
+    assert!(w.sb.ctl(&["snooze", bob_id, "2s"]).status.success());
+    assert!(w.list(&[]).iter().all(|c| c["id"] != bob_id));
+    assert_eq!(w.list(&["--snoozed"]).len(), 1);
+    assert!(w.list(&["--snoozed"])[0]["snoozed_until"].is_string());
+    assert!(
+        wait_until(Duration::from_secs(6), || w.list(&[]).iter().any(|c| c["id"] == bob_id)),
+        "the snooze ends by itself"
+    );
+
+    // Done with Carol; her next reply (again without a mention) reopens it.
+    let carol_id = carol_conv["id"].as_str().unwrap();
+    assert!(w.sb.ctl(&["done", carol_id]).status.success());
+    assert_eq!(w.list(&["--done"]).len(), 1);
+    assert!(w.list(&[]).iter().all(|c| c["id"] != carol_id));
+    w.masto.post_as(&carol, "One more thing.", Some(&c1), &[]);
+    w.poll();
+    assert!(
+        wait_until(Duration::from_secs(15), || w.list(&[]).iter().any(|c| c["id"] == carol_id)),
+        "a new message reopens a finished conversation\n{}",
+        w.sb.log()
+    );
+    assert_eq!(w.sb.ctl_json(&["show", carol_id])["messages"].as_array().unwrap().len(), 2);
+    let _ = b1;
+    // Reopen and done round trip, and unknown ids.
+    assert_eq!(w.sb.ctl(&["reopen", carol_id]).status.code(), Some(1), "already open");
+    assert_eq!(w.sb.ctl(&["show", "c999"]).status.code(), Some(1));
+}
+
+#[test]
+fn a_connection_dropped_after_the_status_was_created_gives_one_status() {
+    let w = world();
+    let _daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    w.masto.inject("POST", "/api/v1/statuses", Fault::DropAfterCreate, 1);
+    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.poll();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let posts = w.sb.ctl_json(&["posts"]);
+            posts.as_array().unwrap().iter().any(|a| a["accounts"][0]["state"] == "posted")
+        }),
+        "posted after reconciling: {}",
+        w.sb.log()
+    );
+    assert!(w.masto.requests_to("POST", "/api/v1/statuses").len() >= 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.statuses().len(), 1, "the dropped answer did not make a second status");
+}
+
+#[test]
+fn a_revoked_token_shows_in_status_without_the_token() {
+    let w = world();
+    let token = w.masto.token_for(&w.me);
+    w.masto.revoke_token(&w.me);
+    let _daemon = w.sb.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let health = w.sb.ctl_json(&["status"])["accounts"][0]["health"].clone();
+            health.as_str().is_some_and(|h| h.contains("unauthorised"))
+        }),
+        "{:#}",
+        w.sb.ctl_json(&["status"])
+    );
+    let shown = text(&w.sb.ctl(&["status"]).stdout);
+    assert!(!shown.contains(&token) && !w.sb.log().contains(&token), "the token never shows");
+}
+
+/// SIGKILL at random moments while 500 mentions are being taken in, restarting each time:
+/// every mention ends up stored exactly once.
+#[test]
+fn sigkill_during_ingestion_of_500_mentions_loses_and_doubles_nothing() {
+    let w = world();
+    let mut daemon = w.sb.start();
+    w.account_ready();
+    // The first fetch records the cursor; what comes after it must all arrive.
+    assert!(wait_until(Duration::from_secs(10), || {
+        w.masto.requests_to("GET", "/api/v1/notifications").len() >= 1
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.kill9();
+    let people: Vec<String> = (0..25)
+        .map(|i| w.masto.add_remote_account(&format!("p{i}"), "crowd.host", &format!("P {i}")))
+        .collect();
+    let mut expected = BTreeSet::new();
+    for i in 0..500 {
+        let text = format!("@blogger mention number {i}");
+        w.masto.post_as(&people[i % people.len()], &text, None, &[]);
+        expected.insert(format!("mention number {i}"));
+    }
+    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("seed {seed}");
+    // Conversations stored so far, read straight from the state file.
+    let stored = || {
+        let path = w.sb.state_dir().join("state");
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        presenced::store::decode(&bytes, &path).map(|s| s.conversations.len()).unwrap_or(0)
+    };
+    let mut progress = Vec::new();
+    while progress.len() < 40 && stored() < 500 {
+        let mut d = w.sb.spawn();
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        std::thread::sleep(Duration::from_micros(15_000 + (seed >> 33) % 150_000));
+        d.kill9();
+        progress.push(stored());
+    }
+    eprintln!("conversations stored after each kill: {progress:?}");
+    assert!(
+        progress.iter().any(|&n| n > 0 && n < 500),
+        "some kills must land in the middle of the ingestion: {progress:?}"
+    );
+    let _daemon = w.sb.start();
+    w.poll();
+    assert!(
+        wait_until(Duration::from_secs(30), || w.list(&["--all"]).len() >= 500),
+        "all 500 arrive: {}\n{}",
+        w.list(&["--all"]).len(),
+        w.sb.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let all = w.list(&["--all"]);
+    assert_eq!(all.len(), 500, "one conversation per stand-alone mention");
+    let mut seen = BTreeSet::new();
+    for c in &all {
+        let text = c["last_message"]["text"].as_str().unwrap();
+        let key = text.trim_start_matches("@blogger ").to_owned();
+        assert!(seen.insert(key.clone()), "stored twice: {key}");
+    }
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn a_dropped_stream_is_back_filled() {
+    let w = world();
+    let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
+    let _daemon = w.sb.start();
+    w.account_ready();
+    assert!(
+        wait_until(Duration::from_secs(10), || w.masto.open_streams() == 1),
+        "the daemon listens on the stream"
+    );
+    // Real time: a mention arrives through the stream without any poll.
+    w.masto.post_as(&alice, "@blogger streamed", None, &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1),
+        "arrived by the stream: {}",
+        w.sb.log()
+    );
+    // The stream drops; what is said meanwhile comes by the back-fill after reconnecting.
+    w.masto.drop_streams();
+    w.masto.post_as(&alice, "@blogger while you were away", None, &[]);
+    assert!(
+        wait_until(Duration::from_secs(15), || w.list(&[]).len() == 2),
+        "back-filled after the reconnect: {}",
+        w.sb.log()
+    );
+    // An event cut in the middle is not lost either.
+    w.masto.cut_next_stream_event();
+    w.masto.post_as(&alice, "@blogger cut short", None, &[]);
+    assert!(
+        wait_until(Duration::from_secs(15), || w.list(&[]).len() == 3),
+        "{}",
+        w.sb.log()
+    );
+}
