@@ -147,6 +147,11 @@ pub struct AccountConfig {
     /// Bluesky: the account's handle and app password.
     pub handle: Option<String>,
     pub password: Option<SecretSource>,
+    /// X: the OAuth 2.0 app's client id, and its secret for a confidential client.
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretSource>,
+    /// Facebook: the Page's id.
+    pub page_id: Option<String>,
     pub visibility: Option<String>,
     pub language: Option<String>,
 }
@@ -274,6 +279,9 @@ struct RawAccount {
     token: Option<SecretSource>,
     handle: Option<String>,
     password: Option<SecretSource>,
+    client_id: Option<String>,
+    client_secret: Option<SecretSource>,
+    page_id: Option<String>,
     visibility: Option<String>,
     language: Option<String>,
 }
@@ -399,8 +407,21 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             return Err(err(Some(a.name.span()), format!("account {name:?} is configured twice")));
         }
         let needs_server = matches!(a.kind, AccountKind::Mastodon);
-        let needs_token =
-            matches!(a.kind, AccountKind::Mastodon | AccountKind::X | AccountKind::Facebook);
+        let needs_token = matches!(a.kind, AccountKind::Mastodon | AccountKind::Facebook);
+        if a.kind == AccountKind::X && a.client_id.as_deref().map_or(true, |c| c.trim().is_empty())
+        {
+            return Err(err(
+                here,
+                format!(
+                    "account {name:?}: client_id is required (the X app's OAuth 2.0 client id)"
+                ),
+            ));
+        }
+        if a.kind == AccountKind::Facebook
+            && a.page_id.as_deref().map_or(true, |p| p.trim().is_empty())
+        {
+            return Err(err(here, format!("account {name:?}: page_id is required")));
+        }
         if a.kind == AccountKind::Bluesky {
             if a.handle.as_deref().map_or(true, |h| h.trim().is_empty()) {
                 return Err(err(
@@ -457,6 +478,9 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             token: a.token.clone(),
             handle: a.handle.as_ref().map(|h| h.trim().trim_start_matches('@').to_owned()),
             password: a.password.clone(),
+            client_id: a.client_id.as_ref().map(|c| c.trim().to_owned()),
+            client_secret: a.client_secret.clone(),
+            page_id: a.page_id.as_ref().map(|p| p.trim().to_owned()),
             visibility: a.visibility.clone(),
             language: a.language.clone(),
         });

@@ -6,8 +6,10 @@
 //! records it.
 
 pub mod bluesky;
+pub mod facebook;
 pub mod mastodon;
 pub mod outbox;
+pub mod x;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -217,7 +219,25 @@ pub fn spawn(
             let net = bluesky::Bluesky::new(name, service, handle, password, session, http.clone());
             tracker.spawn(worker.run(net));
         }
-        other => return Err(format!("{} accounts are not supported yet", other.as_str())),
+        AccountKind::X => {
+            let client_id = account.client_id.as_deref().ok_or("client_id is not configured")?;
+            let client_secret = match &account.client_secret {
+                Some(_) => Some(secret(&account.client_secret, "client_secret")?),
+                None => None,
+            };
+            let api = account.server.as_deref().unwrap_or(x::DEFAULT_API);
+            let session = worker.session.clone();
+            let net = x::X::new(name, api, client_id, client_secret, session, http.clone());
+            tracker.spawn(worker.run(net));
+        }
+        AccountKind::Facebook => {
+            let token = secret(&account.token, "token")?;
+            let page_id = account.page_id.as_deref().ok_or("page_id is not configured")?;
+            let api = account.server.as_deref().unwrap_or(facebook::DEFAULT_API);
+            let session = worker.session.clone();
+            let net = facebook::Facebook::new(name, api, page_id, token, session, http.clone());
+            tracker.spawn(worker.run(net));
+        }
     }
     Ok(())
 }
