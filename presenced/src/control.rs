@@ -1,9 +1,10 @@
 //! The control socket: who may connect, the hello, and passing requests to the core.
 //!
 //! Every limit is explicit: [`MAX_CONNECTIONS`] at once, [`proto::HANDSHAKE_TIMEOUT`] for
-//! the hello, [`REQUEST_TIMEOUT`] for each request frame to arrive whole once it has begun
-//! and [`IDLE_TIMEOUT`] between requests, [`proto::MAX_FRAME`] per frame. A bad client
-//! only ever loses its own connection.
+//! the hello, [`IDLE_TIMEOUT`] for the next request to arrive whole (so a client trickling
+//! one byte a second holds its slot for a minute at most), [`REQUEST_TIMEOUT`] for a reply
+//! to be taken, [`proto::MAX_FRAME`] per frame (a longer length prefix is refused unread).
+//! A bad client only ever loses its own connection.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
