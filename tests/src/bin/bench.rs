@@ -35,7 +35,8 @@ fn cpu_ns(pid: u32) -> u64 {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-                total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                total +=
+                    text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             }
         }
     }
@@ -67,7 +68,12 @@ fn items(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i
 }
 
 fn ctl(sb: &Sandbox, args: &[&str]) -> std::process::Output {
-    Command::new(release("presencectl")).arg("--socket").arg(sb.socket()).args(args).output().unwrap()
+    Command::new(release("presencectl"))
+        .arg("--socket")
+        .arg(sb.socket())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 struct FeedRow {
@@ -109,7 +115,9 @@ fn feed_cycle(size: usize) -> FeedRow {
     let status = |sb: &Sandbox| -> serde_json::Value {
         serde_json::from_slice(&ctl(sb, &["--json", "status"]).stdout).unwrap_or_default()
     };
-    assert!(wait_until(Duration::from_secs(30), || status(&sb)["feeds"][0]["baseline_taken"] == true));
+    assert!(
+        wait_until(Duration::from_secs(30), || status(&sb)["feeds"][0]["baseline_taken"] == true)
+    );
 
     // Nothing new: 20 polls answered by 304; CPU per poll.
     let polls: u32 = 20;
@@ -138,7 +146,16 @@ fn feed_cycle(size: usize) -> FeedRow {
     let hwm_kib = status_kib(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
-    FeedRow { size, ready_ms, idle_poll_cpu_ms, idle_poll_304, new20_cpu_ms, new20_wall_ms, rss_kib, hwm_kib }
+    FeedRow {
+        size,
+        ready_ms,
+        idle_poll_cpu_ms,
+        idle_poll_304,
+        new20_cpu_ms,
+        new20_wall_ms,
+        rss_kib,
+        hwm_kib,
+    }
 }
 
 fn state_with(conversations: usize) -> State {
@@ -167,7 +184,8 @@ fn state_with(conversations: usize) -> State {
         );
     }
     s.next_conversation = conversations as u64;
-    s.accounts.entry("dry".into()).or_default().cursors = BTreeMap::from([("n".into(), "1".into())]);
+    s.accounts.entry("dry".into()).or_default().cursors =
+        BTreeMap::from([("n".into(), "1".into())]);
     s
 }
 
@@ -260,7 +278,13 @@ fn main() {
         let r = state_scale(n);
         println!(
             "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} |",
-            r.conversations, r.file_kib, r.save_ms, r.ready_ms, r.list_ms, r.list_json_ms, r.rss_kib
+            r.conversations,
+            r.file_kib,
+            r.save_ms,
+            r.ready_ms,
+            r.list_ms,
+            r.list_json_ms,
+            r.rss_kib
         );
     }
 }
