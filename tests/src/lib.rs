@@ -152,7 +152,12 @@ impl Sandbox {
 
     /// The daemon command for this sandbox, not yet started.
     pub fn daemon_command(&self) -> Command {
-        let mut cmd = Command::new(bin("presenced"));
+        self.daemon_command_for(&bin("presenced"))
+    }
+
+    /// The same with another build of the daemon (the benchmarks use the release one).
+    pub fn daemon_command_for(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.arg("--config")
             .arg(self.config_path())
             .env_remove("NOTIFY_SOCKET")

@@ -95,20 +95,10 @@ fn feed_cycle(size: usize) -> FeedRow {
         server.url
     ));
     let mut notify = NotifySocket::bind(sb.path());
-    let mut cmd = sb.daemon_command();
+    let mut cmd = sb.daemon_command_for(&release("presenced"));
     cmd.env("NOTIFY_SOCKET", &notify.path).env("PRESENCED_LOG", "warn");
-    let cmd_path = release("presenced");
-    let mut cmd2 = Command::new(cmd_path);
-    cmd2.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => cmd2.env(k, v),
-            None => cmd2.env_remove(k),
-        };
-    }
-    cmd2.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let started = Instant::now();
-    let mut child = cmd2.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
     assert!(notify.wait_for("READY=1", Duration::from_secs(10)));
     let ready_ms = started.elapsed().as_secs_f64() * 1e3;
     let pid = child.id();
