@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::UnixStream;
 
-use crate::proto::{self, Conn, Hello, ProtoError, Request, Response, ServerHello};
+use crate::proto::{self, Conn, Hello, PartialList, ProtoError, Request, Response, ServerHello};
 
 /// Why talking to the daemon failed; the CLI maps each kind to its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +54,25 @@ impl Client {
         Ok(Client { conn, daemon_software: hello.software })
     }
 
+    /// Sends one request and returns its response, put back together when the daemon sent
+    /// a long list in several frames.
     pub async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
         self.conn.send(request).await?;
-        Ok(self.conn.recv().await?)
+        let (mut posts, mut conversations) = (Vec::new(), Vec::new());
+        loop {
+            match self.conn.recv().await? {
+                Response::Partial(PartialList::Posts(part)) => posts.extend(part),
+                Response::Partial(PartialList::Conversations(part)) => conversations.extend(part),
+                Response::Posts(last) => {
+                    posts.extend(last);
+                    return Ok(Response::Posts(posts));
+                }
+                Response::Conversations(last) => {
+                    conversations.extend(last);
+                    return Ok(Response::Conversations(conversations));
+                }
+                other => return Ok(other),
+            }
+        }
     }
 }

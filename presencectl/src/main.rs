@@ -318,6 +318,8 @@ fn print_response(response: &Response, as_json: bool) {
         Response::Conversations(list) => print_conversations(list),
         Response::Conversation(detail) if as_json => println!("{:#}", detail_json(detail)),
         Response::Conversation(detail) => print_conversation(detail),
+        // Client::call puts parts back together; a part never reaches here.
+        Response::Partial(_) => {}
     }
 }
 

@@ -145,6 +145,79 @@ pub enum Response {
     Done(String),
     Conversations(Vec<ConversationView>),
     Conversation(ConversationDetail),
+    /// The first part of a list too long for one frame: more frames follow, the last one
+    /// being the ordinary `Posts` or `Conversations` response with the rest.
+    Partial(PartialList),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartialList {
+    Posts(Vec<ArticleView>),
+    Conversations(Vec<ConversationView>),
+}
+
+/// Splits a response into frames that each fit in [`MAX_FRAME`]: lists too long for one
+/// frame go out as `Partial` parts before the final response. Used by the daemon; the
+/// client's [`crate::client::Client::call`] puts them back together.
+pub fn split(response: Response) -> Result<Vec<Vec<u8>>, ProtoError> {
+    // Leaves room for the enum tags and the length prefixes.
+    const BUDGET: usize = MAX_FRAME - 1024;
+    // Too large shows as bincode's size limit, or as a body over the budget.
+    let fits = |encoded: Result<Vec<u8>, ProtoError>| match encoded {
+        Ok(body) if body.len() <= BUDGET => Ok(Some(body)),
+        Ok(_) | Err(ProtoError::Decode(_)) => Ok(None),
+        Err(e) => Err(e),
+    };
+    if let Some(whole) = fits(encode(&response))? {
+        return Ok(vec![whole]);
+    }
+    fn parts<T: Serialize + Clone>(
+        items: Vec<T>,
+        wrap_part: fn(Vec<T>) -> Response,
+        wrap_last: fn(Vec<T>) -> Response,
+        fits: impl Fn(Result<Vec<u8>, ProtoError>) -> Result<Option<Vec<u8>>, ProtoError>,
+    ) -> Result<Vec<Vec<u8>>, ProtoError> {
+        let mut frames = Vec::new();
+        let mut rest = items.as_slice();
+        loop {
+            // The largest prefix that fits, found by halving from what is left.
+            let mut take = rest.len();
+            let last = loop {
+                let chunk = rest[..take].to_vec();
+                let is_last = take == rest.len();
+                let body =
+                    if is_last { encode(&wrap_last(chunk)) } else { encode(&wrap_part(chunk)) };
+                if let Some(body) = fits(body)? {
+                    frames.push(body);
+                    break is_last;
+                }
+                if take <= 1 {
+                    // One item larger than a frame: the daemon bounds every text it stores,
+                    // so this means a bug; say so instead of sending a frame nobody accepts.
+                    return Err(ProtoError::Frame(std::io::Error::other(
+                        "one list entry is larger than a frame",
+                    )));
+                }
+                take /= 2;
+            };
+            if last {
+                return Ok(frames);
+            }
+            rest = &rest[take..];
+        }
+    }
+    match response {
+        Response::Posts(items) => {
+            parts(items, |v| Response::Partial(PartialList::Posts(v)), Response::Posts, fits)
+        }
+        Response::Conversations(items) => parts(
+            items,
+            |v| Response::Partial(PartialList::Conversations(v)),
+            Response::Conversations,
+            fits,
+        ),
+        _ => Err(ProtoError::Frame(std::io::Error::other("response larger than a frame"))),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,7 +440,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     pub async fn send<T: Serialize>(&mut self, value: &T) -> Result<(), ProtoError> {
-        let body = encode(value)?;
+        self.send_encoded(encode(value)?).await
+    }
+
+    /// Sends a body encoded earlier (see [`split`]).
+    pub async fn send_encoded(&mut self, body: Vec<u8>) -> Result<(), ProtoError> {
         self.framed.send(bytes::Bytes::from(body)).await.map_err(ProtoError::Frame)
     }
 
@@ -555,6 +632,48 @@ mod tests {
         use tokio_util::codec::Decoder;
         let mut buf = bytes::BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0, 0][..]);
         assert!(codec().decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn long_lists_are_split_into_frames_that_fit() {
+        let view = |i: u64| ConversationView {
+            id: i,
+            account: "m".into(),
+            status: ConversationState::Open,
+            participants: vec!["someone@example.social".into()],
+            waiting_since: Some(1),
+            snoozed_until: None,
+            last_message: Some(MessageView {
+                author: "someone@example.social".into(),
+                display_name: "Someone".into(),
+                text: "x".repeat(400),
+                at: 1,
+                url: None,
+                mine: false,
+                delivery: None,
+                error: None,
+            }),
+        };
+        let all: Vec<ConversationView> = (0..10_000).map(view).collect();
+        let frames = split(Response::Conversations(all.clone())).unwrap();
+        assert!(frames.len() > 4, "{} frames", frames.len());
+        let mut got = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            assert!(frame.len() <= MAX_FRAME);
+            match decode::<Response>(frame).unwrap() {
+                Response::Partial(PartialList::Conversations(part)) => {
+                    assert!(i + 1 < frames.len());
+                    got.extend(part)
+                }
+                Response::Conversations(last) => {
+                    assert_eq!(i + 1, frames.len());
+                    got.extend(last)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, all);
+        assert_eq!(split(Response::Done("ok".into())).unwrap().len(), 1);
     }
 
     #[test]

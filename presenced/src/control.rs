@@ -253,9 +253,25 @@ async fn connection(stream: UnixStream, core: mpsc::Sender<Event>, access: Acces
             return;
         }
         let Ok(response) = rx.await else { return };
-        match tokio::time::timeout(REQUEST_TIMEOUT, conn.send(&response)).await {
-            Ok(Ok(())) => {}
-            _ => return,
+        let frames = match proto::split(response) {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::error!("cannot send a reply: {e}");
+                let reply = Response::Error(ErrorReply {
+                    kind: ErrorKind::Failed,
+                    message: format!("the reply cannot be sent: {e}"),
+                });
+                match proto::encode(&reply) {
+                    Ok(body) => vec![body],
+                    Err(_) => return,
+                }
+            }
+        };
+        for frame in frames {
+            match tokio::time::timeout(REQUEST_TIMEOUT, conn.send_encoded(frame)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
         }
     }
 }

@@ -95,6 +95,7 @@ pub async fn run(
     core_stop.cancel();
     let _ = core_task.await;
     remove_socket(listener.created);
+    notify::flush(Duration::from_secs(1));
     tracing::info!("stopped");
     Ok(())
 }

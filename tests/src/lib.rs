@@ -12,8 +12,10 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod bsky;
+pub mod facebook;
 pub mod feed_server;
 pub mod mastodon;
+pub mod x;
 
 /// Path of a workspace binary next to the running test executable.
 pub fn bin(name: &str) -> PathBuf {

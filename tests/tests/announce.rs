@@ -313,3 +313,27 @@ fn the_bundled_demo_announces_the_newest_article_once() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(sb.outbox_lines().len(), 1, "a second run announces nothing more");
 }
+
+/// Many polls in a row (each also asks every account to fetch mentions) must not stall the
+/// announcements that follow.
+#[test]
+fn polls_do_not_stall_announcing() {
+    let server = FeedServer::start(&rss(&feed_of(1..=50)));
+    let sb = Sandbox::new();
+    sb.write_config(&config(&server, "max_new_per_poll = 20"));
+    let _daemon = sb.start();
+    baseline(&sb, &server);
+    for _ in 0..20 {
+        let before = server.requests();
+        assert!(sb.ctl(&["poll"]).status.success());
+        assert!(wait_until(Duration::from_secs(5), || server.requests() > before));
+    }
+    server.set_body(&rss(&feed_of(1..=70)));
+    assert!(sb.ctl(&["poll"]).status.success());
+    assert!(
+        wait_until(Duration::from_secs(20), || sb.outbox_lines().len() >= 20),
+        "{} lines\n{}",
+        sb.outbox_lines().len(),
+        sb.log()
+    );
+}

@@ -208,7 +208,8 @@ pub fn spawn(
             let token = secret(&account.token, "token")?;
             let server = account.server.as_deref().ok_or("server is not configured")?;
             let (visibility, language) = (account.visibility.clone(), account.language.clone());
-            let net = mastodon::Mastodon::new(name, server, token, visibility, language, http.clone());
+            let net =
+                mastodon::Mastodon::new(name, server, token, visibility, language, http.clone());
             tracker.spawn(worker.run(net));
         }
         AccountKind::Bluesky => {

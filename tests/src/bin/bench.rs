@@ -96,7 +96,7 @@ fn feed_cycle(size: usize) -> FeedRow {
     ));
     let mut notify = NotifySocket::bind(sb.path());
     let mut cmd = sb.daemon_command_for(&release("presenced"));
-    cmd.env("NOTIFY_SOCKET", &notify.path).env("PRESENCED_LOG", "warn");
+    cmd.env("NOTIFY_SOCKET", &notify.path).env("PRESENCED_LOG", "info");
     let started = Instant::now();
     let mut child = cmd.spawn().unwrap();
     assert!(notify.wait_for("READY=1", Duration::from_secs(10)));
@@ -127,7 +127,13 @@ fn feed_cycle(size: usize) -> FeedRow {
     let before = cpu_ns(pid);
     let wall = Instant::now();
     ctl(&sb, &["poll"]);
-    assert!(wait_until(Duration::from_secs(30), || sb.outbox_lines().len() >= 20));
+    assert!(
+        wait_until(Duration::from_secs(30), || sb.outbox_lines().len() >= 20),
+        "20 announced: {} lines\n{}\n{}",
+        sb.outbox_lines().len(),
+        String::from_utf8_lossy(&ctl(&sb, &["posts", "--all"]).stdout),
+        sb.log()
+    );
     let new20_wall_ms = wall.elapsed().as_secs_f64() * 1e3;
     std::thread::sleep(Duration::from_millis(100));
     let new20_cpu_ms = (cpu_ns(pid) - before) as f64 / 1e6;
