@@ -12,6 +12,7 @@ use presencectl::proto::{
 };
 
 mod editor;
+mod login;
 mod when;
 use serde_json::{json, Value};
 
@@ -65,11 +66,29 @@ enum Command {
     Done { id: String },
     /// Put a snoozed or finished conversation back in the queue.
     Reopen { id: String },
+    /// Log an account in (X: OAuth 2.0 with PKCE). Prints the URL to open, then waits for the
+    /// browser's redirect on 127.0.0.1:PORT, or for the redirected URL pasted here.
+    Login {
+        #[arg(value_enum)]
+        network: LoginNetwork,
+        /// The account's name in presenced.toml.
+        #[arg(long)]
+        account: String,
+        /// Loopback port of the redirect URI registered with the app
+        /// (http://127.0.0.1:PORT/callback).
+        #[arg(long, default_value_t = 8976)]
+        port: u16,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), e.g. `presencectl manpage > presencectl.1`.
     #[command(hide = true)]
     Manpage,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LoginNetwork {
+    X,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +150,9 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    if let Command::Login { account, port, .. } = &cli.command {
+        return login::run(&socket_path(&cli), account, *port, cli.json);
+    }
     let request = match request_for(&cli.command) {
         Ok(r) => r,
         Err(msg) => {
@@ -138,12 +160,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let socket = cli.socket.clone().unwrap_or_else(|| {
-        proto::default_socket_path(
-            nix::unistd::geteuid().is_root(),
-            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).as_deref(),
-        )
-    });
+    let socket = socket_path(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -185,6 +202,15 @@ fn main() -> ExitCode {
     }
 }
 
+fn socket_path(cli: &Cli) -> PathBuf {
+    cli.socket.clone().unwrap_or_else(|| {
+        proto::default_socket_path(
+            nix::unistd::geteuid().is_root(),
+            std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).as_deref(),
+        )
+    })
+}
+
 fn request_for(command: &Command) -> Result<Request, String> {
     Ok(match command {
         Command::Status => Request::Status,
@@ -211,8 +237,8 @@ fn request_for(command: &Command) -> Result<Request, String> {
         }
         Command::Done { id } => Request::Done { id: conversation_id(id)? },
         Command::Reopen { id } => Request::Reopen { id: conversation_id(id)? },
-        Command::Completions { .. } | Command::Manpage => {
-            return Err("needs no daemon".into());
+        Command::Completions { .. } | Command::Manpage | Command::Login { .. } => {
+            return Err("not a single request".into());
         }
         Command::Posts(args) => match &args.action {
             Some(PostsAction::Approve { id }) => {
@@ -320,6 +346,7 @@ fn print_response(response: &Response, as_json: bool) {
         Response::Conversation(detail) => print_conversation(detail),
         // Client::call puts parts back together; a part never reaches here.
         Response::Partial(_) => {}
+        Response::LoginUrl(url) => println!("{url}"),
     }
 }
 

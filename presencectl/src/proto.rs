@@ -106,6 +106,18 @@ pub enum Request {
     Reopen {
         id: u64,
     },
+    /// Starts an OAuth login for an account (X): the daemon answers with the URL to open.
+    LoginStart {
+        account: String,
+        redirect_uri: String,
+    },
+    /// Finishes it with what the redirect carried; the daemon exchanges the code and keeps
+    /// the tokens in its state.
+    LoginFinish {
+        account: String,
+        state: String,
+        code: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +160,8 @@ pub enum Response {
     /// The first part of a list too long for one frame: more frames follow, the last one
     /// being the ordinary `Posts` or `Conversations` response with the rest.
     Partial(PartialList),
+    /// Where to send the human's browser to log in.
+    LoginUrl(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

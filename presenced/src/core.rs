@@ -70,7 +70,26 @@ pub enum Event {
         config: Box<Config>,
         reply: oneshot::Sender<()>,
     },
+    /// An OAuth code exchange finished (see `login_finish`).
+    LoggedIn {
+        account: String,
+        session: Result<BTreeMap<String, String>, String>,
+        reply: oneshot::Sender<Response>,
+    },
 }
+
+/// A login begun by `presencectl login`, waiting for its redirect.
+#[derive(Debug)]
+struct PendingLogin {
+    account: String,
+    verifier: String,
+    redirect_uri: String,
+    since: Instant,
+}
+
+/// How long a login may take between its URL and its redirect, and how many may wait.
+const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+const MAX_PENDING_LOGINS: usize = 8;
 
 /// What the core knows about a running account beyond the state.
 #[derive(Debug)]
@@ -80,6 +99,8 @@ struct Account {
     rules: Option<Rules>,
     /// What the worker is posting now.
     busy: Option<Busy>,
+    /// Stops this account's worker alone (after a login, say).
+    cancel: CancellationToken,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +131,8 @@ pub struct Core {
     answer_waiters: BTreeMap<String, oneshot::Sender<Response>>,
     watchdog: Option<Duration>,
     last_status_line: String,
+    /// Logins waiting for their redirect, by OAuth `state`.
+    logins: BTreeMap<String, PendingLogin>,
 }
 
 impl std::fmt::Debug for Core {
@@ -153,6 +176,7 @@ impl Core {
             answer_waiters: BTreeMap::new(),
             watchdog: notify::watchdog_interval(),
             last_status_line: String::new(),
+            logins: BTreeMap::new(),
         };
         (core, sender)
     }
@@ -252,6 +276,22 @@ impl Core {
                 self.reload(*config);
                 let _ = reply.send(());
             }
+            Event::LoggedIn { account, session, reply } => match session {
+                Ok(session) => {
+                    let who =
+                        session.get("username").map(|u| format!(" as @{u}")).unwrap_or_default();
+                    self.state.accounts.entry(account.clone()).or_default().data = session;
+                    self.dirty = true;
+                    tracing::info!(account = %account, "logged in{who}");
+                    self.restart_account(&account);
+                    self.replies
+                        .push((reply, Response::Done(format!("{account}: logged in{who}"))));
+                }
+                Err(e) => {
+                    let _ =
+                        reply.send(error_response(ErrorKind::Failed, format!("{account}: {e}")));
+                }
+            },
         }
     }
 
@@ -535,31 +575,7 @@ impl Core {
         self.children = CancellationToken::new();
         self.accounts.clear();
         for account in self.config.accounts.clone() {
-            let (jobs, rx) = mpsc::channel(4);
-            let name = account.name.clone();
-            let worker = Worker {
-                account: name.clone(),
-                jobs: rx,
-                core: self.sender.clone(),
-                cancel: self.children.child_token(),
-                cursors: self
-                    .state
-                    .accounts
-                    .get(&name)
-                    .map(|a| a.cursors.clone())
-                    .unwrap_or_default(),
-                watch: self.recent_posts(&name),
-                session: self.state.accounts.get(&name).map(|a| a.data.clone()).unwrap_or_default(),
-            };
-            let health =
-                match network::spawn(&account, &self.config, worker, &self.http, &self.tracker) {
-                    Ok(()) => "starting".to_owned(),
-                    Err(why) => {
-                        tracing::error!(account = %name, "account cannot start: {why}");
-                        why
-                    }
-                };
-            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None });
+            self.spawn_account(&account);
         }
         for feed in self.config.feeds.clone() {
             let fs = self.state.feeds.get(&feed.url).cloned().unwrap_or_default();
@@ -576,6 +592,134 @@ impl Core {
             };
             self.tracker.spawn(watcher.run());
         }
+    }
+
+    /// Stops one account's worker and starts a new one on the current state.
+    fn restart_account(&mut self, name: &str) {
+        if let Some(old) = self.accounts.remove(name) {
+            old.cancel.cancel();
+        }
+        // Whatever the old worker had in flight may have reached the network.
+        mark_in_doubt(&mut self.state);
+        if let Some(account) = self.config.accounts.iter().find(|a| a.name == name).cloned() {
+            self.spawn_account(&account);
+        }
+    }
+
+    fn spawn_account(&mut self, account: &crate::config::AccountConfig) {
+        {
+            let (jobs, rx) = mpsc::channel(4);
+            let name = account.name.clone();
+            let cancel = self.children.child_token();
+            let worker = Worker {
+                account: name.clone(),
+                jobs: rx,
+                core: self.sender.clone(),
+                cancel: cancel.clone(),
+                cursors: self
+                    .state
+                    .accounts
+                    .get(&name)
+                    .map(|a| a.cursors.clone())
+                    .unwrap_or_default(),
+                watch: self.recent_posts(&name),
+                session: self.state.accounts.get(&name).map(|a| a.data.clone()).unwrap_or_default(),
+            };
+            let health =
+                match network::spawn(account, &self.config, worker, &self.http, &self.tracker) {
+                    Ok(()) => "starting".to_owned(),
+                    Err(why) => {
+                        tracing::error!(account = %name, "account cannot start: {why}");
+                        why
+                    }
+                };
+            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None, cancel });
+        }
+    }
+
+    /// `presencectl login`, first half: a PKCE pair and a state kept here, the URL sent back.
+    fn login_start(&mut self, account: &str, redirect_uri: String) -> Response {
+        let Some(acc) = self.config.accounts.iter().find(|a| a.name == account) else {
+            return error_response(ErrorKind::NotFound, format!("no account {account:?}"));
+        };
+        if acc.kind != crate::config::AccountKind::X {
+            let kind = acc.kind.as_str();
+            return error_response(
+                ErrorKind::Refused,
+                format!("{account} is a {kind} account; only x accounts log in this way"),
+            );
+        }
+        let client_id = acc.client_id.clone().unwrap_or_default();
+        let base = acc.server.clone().unwrap_or_else(|| network::x::AUTHORIZE_BASE.to_owned());
+        self.logins.retain(|_, l| l.since.elapsed() < LOGIN_WINDOW);
+        while self.logins.len() >= MAX_PENDING_LOGINS {
+            let oldest = self.logins.iter().min_by_key(|(_, l)| l.since).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.logins.remove(&k);
+            }
+        }
+        let (verifier, challenge) = network::x::pkce_pair();
+        let state = network::x::random_state();
+        let url = network::x::authorize_url(&base, &client_id, &redirect_uri, &state, &challenge);
+        let pending = PendingLogin {
+            account: account.to_owned(),
+            verifier,
+            redirect_uri,
+            since: Instant::now(),
+        };
+        self.logins.insert(state, pending);
+        Response::LoginUrl(url)
+    }
+
+    /// Second half: the code is exchanged off the core (it is an HTTP call), the result
+    /// comes back as [`Event::LoggedIn`].
+    fn login_finish(
+        &mut self,
+        account: String,
+        state: &str,
+        code: String,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let pending = match self.logins.remove(state) {
+            Some(p) if p.account == account && p.since.elapsed() < LOGIN_WINDOW => p,
+            _ => {
+                let msg = "this login is unknown or expired (its state does not match): run presencectl login again";
+                let _ = reply.send(error_response(ErrorKind::Refused, msg.into()));
+                return;
+            }
+        };
+        let Some(acc) = self.config.accounts.iter().find(|a| a.name == account).cloned() else {
+            let _ =
+                reply.send(error_response(ErrorKind::NotFound, format!("no account {account:?}")));
+            return;
+        };
+        let creds = self.config.credentials_directory.clone();
+        let (http, core) = (self.http.clone(), self.sender.clone());
+        self.tracker.spawn(async move {
+            let session = async {
+                let secret = match &acc.client_secret {
+                    Some(source) => Some(
+                        source.load(creds.as_deref()).map_err(|e| format!("client_secret: {e}"))?,
+                    ),
+                    None => None,
+                };
+                let api = acc.server.as_deref().unwrap_or(network::x::DEFAULT_API);
+                let client_id = acc.client_id.as_deref().unwrap_or_default();
+                network::x::exchange_code(
+                    &http,
+                    api,
+                    client_id,
+                    secret.as_ref(),
+                    &code,
+                    &pending.verifier,
+                    &pending.redirect_uri,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = core.send(Event::LoggedIn { account, session, reply }).await;
+        });
     }
 
     /// The account's most recent posts (announcements and answers), newest last: the
@@ -702,6 +846,13 @@ impl Core {
             Request::Done { id } => {
                 let done = self.state.done(id, now());
                 return self.reply_after_save(reply, done.map(|()| format!("c{id}: done")));
+            }
+            Request::LoginStart { account, redirect_uri } => {
+                self.login_start(&account, redirect_uri)
+            }
+            Request::LoginFinish { account, state, code } => {
+                self.login_finish(account, &state, code, reply);
+                return;
             }
             Request::Reopen { id } => {
                 let done = self.state.reopen(id);

@@ -807,3 +807,74 @@ fn emulator_rate_limits_and_renamed_fields() {
     assert!(page["data"][0]["edit_history_post_ids"].is_array());
     assert_eq!(page["includes"]["posts"][0]["id"], root.as_str());
 }
+
+/// `presencectl login x`: the URL comes from the daemon, the browser's redirect lands on
+/// presencectl's loopback port, the daemon exchanges the code and keeps the session; the
+/// account then works without a restart.
+#[test]
+fn presencectl_login_x_logs_the_account_in() {
+    let x = X::start();
+    let me = x.add_user("blogger", "The Blogger");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    x.add_client(CLIENT, None, &redirect);
+    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\ntemplate = {TEMPLATE:?}\n\n[[account]]\nname = \"x\"\nkind = \"x\"\nclient_id = {CLIENT:?}\nserver = {:?}\n",
+        server.url,
+        x.url(),
+    ));
+    let _daemon = sb.start();
+    let health =
+        || sb.ctl_json(&["status"])["accounts"][0]["health"].as_str().unwrap_or("").to_owned();
+    assert!(
+        wait_until(Duration::from_secs(10), || health().contains("not logged in")),
+        "{}",
+        health()
+    );
+
+    let mut login = std::process::Command::new(presence_e2e::bin("presencectl"))
+        .arg("--socket")
+        .arg(sb.socket())
+        .args(["login", "x", "--account", "x", "--port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The URL to open is printed on stderr.
+    let stderr = login.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+        .expect("an authorize URL");
+    assert!(url.contains("code_challenge_method=S256") && url.contains(CLIENT), "{url}");
+    // The human approves in the browser: the emulator redirects to presencectl's port.
+    let browser = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let approved = browser.get(&url).header("X-Emulator-User", "blogger").send().unwrap();
+    let location = approved.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(&redirect), "{location}");
+    let landed = browser.get(&location).send().unwrap();
+    assert!(landed.text().unwrap().contains("logged in"));
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("x: logged in as @blogger"), "{}", text(&out.stdout));
+
+    // The account starts with the new session: an article goes out, and the session is
+    // in the state file.
+    assert!(wait_until(Duration::from_secs(10), || health() == "ok"), "{}", health());
+    assert!(stored_session(&sb).contains_key("refresh_token"));
+    server.set_body(&rss(&feed_of(1..=4)));
+    assert!(sb.ctl(&["poll"]).status.success());
+    assert!(wait_until(Duration::from_secs(10), || x.posts_of(&me).len() == 1), "{}", sb.log());
+    // A stale or forged state is refused.
+    let forged = sb.ctl(&["login", "x", "--account", "nobody"]);
+    assert_eq!(forged.status.code(), Some(1));
+}
