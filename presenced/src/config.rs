@@ -152,6 +152,9 @@ pub struct AccountConfig {
     pub client_secret: Option<SecretSource>,
     /// Facebook: the Page's id.
     pub page_id: Option<String>,
+    /// How often to fetch mentions, when not the network's default (Mastodon and Bluesky
+    /// 60 s, X and Facebook 5 min: their reads cost money or quota).
+    pub interval: Option<Duration>,
     pub visibility: Option<String>,
     pub language: Option<String>,
 }
@@ -282,6 +285,7 @@ struct RawAccount {
     client_id: Option<String>,
     client_secret: Option<SecretSource>,
     page_id: Option<String>,
+    interval: Option<Spanned<String>>,
     visibility: Option<String>,
     language: Option<String>,
 }
@@ -463,6 +467,24 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             }
             None => None,
         };
+        let interval = match &a.interval {
+            None => None,
+            Some(s) => match humantime::parse_duration(s.get_ref()) {
+                Ok(d) if d >= MIN_INTERVAL => Some(d),
+                Ok(_) => {
+                    return Err(err(
+                        Some(s.span()),
+                        format!("account {name:?}: interval must be at least 1s"),
+                    ))
+                }
+                Err(e) => {
+                    return Err(err(
+                        Some(s.span()),
+                        format!("account {name:?}: interval {:?}: {e}", s.get_ref()),
+                    ))
+                }
+            },
+        };
         if needs_token && a.token.is_none() {
             return Err(err(
                 here,
@@ -481,6 +503,7 @@ pub fn parse(text: &str, path: &Path, env: &Env) -> Result<Config, ConfigError> 
             client_id: a.client_id.as_ref().map(|c| c.trim().to_owned()),
             client_secret: a.client_secret.clone(),
             page_id: a.page_id.as_ref().map(|p| p.trim().to_owned()),
+            interval,
             visibility: a.visibility.clone(),
             language: a.language.clone(),
         });
@@ -577,6 +600,7 @@ name = "masto"
 kind = "mastodon"
 server = "https://mastodon.social/"
 token = { credential = "masto-token" }
+interval = "2m"
 
 [[account]]
 name = "dry-run"
@@ -590,7 +614,9 @@ kind = "outbox"
         assert_eq!(c.feeds[0].on_first_run, FirstRun::AnnounceLatest(2));
         assert_eq!(c.accounts[0].server.as_deref(), Some("https://mastodon.social"));
         assert_eq!(c.accounts[0].token, Some(SecretSource::Credential("masto-token".into())));
+        assert_eq!(c.accounts[0].interval, Some(Duration::from_secs(120)));
         assert_eq!(c.accounts[1].kind, AccountKind::Outbox);
+        assert_eq!(c.accounts[1].interval, None);
     }
 
     #[test]

@@ -624,6 +624,7 @@ impl Core {
                     .unwrap_or_default(),
                 watch: self.recent_posts(&name),
                 session: self.state.accounts.get(&name).map(|a| a.data.clone()).unwrap_or_default(),
+                interval: account.interval,
             };
             let health =
                 match network::spawn(account, &self.config, worker, &self.http, &self.tracker) {

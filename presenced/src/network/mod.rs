@@ -262,6 +262,8 @@ pub struct Worker {
     pub watch: Vec<String>,
     /// The session data last stored for this account.
     pub session: BTreeMap<String, String>,
+    /// The configured mention interval, over the network's default.
+    pub interval: Option<Duration>,
 }
 
 impl Worker {
@@ -274,7 +276,9 @@ impl Worker {
             return;
         }
         let mut wakeups = network.take_wakeups();
-        let mut ticker = info.mention_interval.map(|every| {
+        // An account that receives nothing (outbox) stays without a ticker whatever is set.
+        let every = info.mention_interval.map(|default| self.interval.unwrap_or(default));
+        let mut ticker = every.map(|every| {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
