@@ -30,6 +30,10 @@ struct Cli {
     /// Control socket of the daemon.
     #[arg(long, global = true, env = "PRESENCECTL_SOCKET")]
     socket: Option<PathBuf>,
+    /// An instance of the presenced@NAME template unit (its socket is
+    /// /run/presenced-NAME/control.sock).
+    #[arg(short = 'i', long, global = true, conflicts_with = "socket")]
+    instance: Option<String>,
     /// Print machine-readable JSON (stable fields, see README).
     #[arg(long, global = true)]
     json: bool,
@@ -203,6 +207,9 @@ fn main() -> ExitCode {
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
+    if let Some(name) = &cli.instance {
+        return proto::instance_socket_path(name);
+    }
     cli.socket.clone().unwrap_or_else(|| {
         proto::default_socket_path(
             nix::unistd::geteuid().is_root(),

@@ -503,6 +503,11 @@ pub fn default_socket_path(is_root: bool, xdg_runtime_dir: Option<&Path>) -> Pat
     }
 }
 
+/// The socket of the `presenced@NAME` template instance (see systemd/presenced@.socket).
+pub fn instance_socket_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/run/presenced-{name}/control.sock"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
