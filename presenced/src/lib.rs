@@ -9,6 +9,7 @@ pub mod core;
 pub mod daemon;
 pub mod feed;
 pub mod fit;
+pub mod http;
 pub mod inbox;
 pub mod network;
 pub mod notify;

@@ -102,7 +102,7 @@ pub async fn fetch(
             .headers(headers)
             .send()
             .await
-            .map_err(|e| FetchError::Transport(describe(&e)))?;
+            .map_err(|e| FetchError::Transport(crate::http::describe(&e)))?;
         let status = response.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
             let location =
@@ -141,7 +141,15 @@ pub async fn fetch(
         if response.content_length().is_some_and(|n| n > max_bytes) {
             return Err(FetchError::TooLarge { limit: max_bytes });
         }
-        let bytes = read_capped(response, max_bytes).await?;
+        let mut response = response;
+        let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let bytes = crate::http::read_body(&mut response, cap).await.map_err(|e| {
+            if e.starts_with("the answer is larger") {
+                FetchError::TooLarge { limit: max_bytes }
+            } else {
+                FetchError::Transport(e)
+            }
+        })?;
         return Ok(Fetch {
             status: status.as_u16().to_string(),
             fetched: Fetched::Body { bytes, content_type, validators, url: current },
@@ -149,19 +157,6 @@ pub async fn fetch(
         });
     }
     Err(FetchError::TooManyRedirects)
-}
-
-async fn read_capped(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, FetchError> {
-    let mut body = Vec::new();
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| FetchError::Transport(describe(&e)))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > max {
-            return Err(FetchError::TooLarge { limit: max });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 async fn fetch_file(url: &url::Url, max_bytes: u64) -> Result<Fetch, FetchError> {
@@ -195,17 +190,4 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let secs = (at.timestamp() - chrono::Utc::now().timestamp()).max(0);
     Some(Duration::from_secs(secs as u64))
-}
-
-/// reqwest's Display stops at the outermost error; the cause ("connection refused") is the
-/// useful part.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -53,6 +53,7 @@ use url::Url;
 use super::{AccountInfo, Incoming, Mentions, NetError, Network, Post, Posted, Reply};
 use crate::config::Secret;
 use crate::fit::Rules;
+use crate::http::{after_sending, describe, read_body, transport_error, Effect};
 
 /// The cursor key under which the newest notification id seen is stored.
 pub const CURSOR: &str = "notifications";
@@ -534,13 +535,6 @@ impl Mastodon {
 // ---------------------------------------------------------------------------------------
 // HTTP: sending, bounded reading, error mapping.
 
-/// Whether a request can create a status, which decides what a failure after sending means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Effect {
-    Read,
-    Creates,
-}
-
 #[derive(Debug)]
 struct Answer {
     headers: HeaderMap,
@@ -586,61 +580,10 @@ async fn send(
     Err(status_error(status, response.headers(), &body, what, effect, Utc::now()))
 }
 
-/// Reads at most `cap` bytes of body; a longer body is an error, not a truncated answer.
-async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(format!("the answer is larger than {cap} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > cap {
-            return Err(format!("the answer is larger than {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn decode<T: DeserializeOwned>(body: &[u8], what: &str, effect: Effect) -> Result<T, NetError> {
     serde_json::from_slice(body).map_err(|e| {
         after_sending(format!("{what}: the answer is not the expected JSON: {e}"), effect)
     })
-}
-
-/// A failure once the server has taken the request: a status may exist for a creating one.
-fn after_sending(message: String, effect: Effect) -> NetError {
-    match effect {
-        Effect::Creates => NetError::InDoubt { message },
-        Effect::Read => NetError::Transient { message, retry_after: None },
-    }
-}
-
-fn transport_error(e: &reqwest::Error, what: &str, effect: Effect) -> NetError {
-    let message = format!("{what}: {}", describe(e));
-    // No connection means nothing was sent. Anything later (a timeout, a reset while the
-    // answer was on its way) may have left a status behind.
-    if e.is_connect() || e.is_builder() {
-        return NetError::Transient { message, retry_after: None };
-    }
-    after_sending(message, effect)
-}
-
-/// The error and its causes on one line, without the URL (which is already in `what`).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Maps an unsuccessful answer to the error the core acts on.

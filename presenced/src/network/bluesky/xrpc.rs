@@ -262,41 +262,7 @@ fn transport_error(e: &reqwest::Error) -> Failure {
     }
 }
 
-/// The error and its causes on one line, without the URL (the caller names the method).
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Reads at most `cap` bytes of body; a longer body is an error, not a truncated answer.
-pub(super) async fn read_body(
-    response: &mut reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(format!("the answer is larger than {cap} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > cap {
-            return Err(format!("the answer is larger than {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
+pub(super) use crate::http::{describe, read_body};
 
 /// `error` and `message` of an XRPC error body, cleaned; empty when the body is something
 /// else (a proxy's HTML page).

@@ -25,11 +25,7 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(30 * 60);
 /// Longest wait any header or error can impose.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Effect {
-    Read,
-    Creates,
-}
+pub(super) use crate::http::Effect;
 
 /// A successful answer: its JSON and what the usage headers say.
 #[derive(Debug)]
@@ -247,53 +243,8 @@ pub(super) fn graph_error(
     }
 }
 
-async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(format!("the answer is larger than {cap} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > cap {
-            return Err(format!("the answer is larger than {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A failure once the server has taken the request: a post may exist for a creating one.
-pub(super) fn after_sending(message: String, effect: Effect) -> NetError {
-    match effect {
-        Effect::Creates => NetError::InDoubt { message },
-        Effect::Read => NetError::Transient { message, retry_after: None },
-    }
-}
-
-fn transport_error(e: &reqwest::Error, what: &str, effect: Effect) -> NetError {
-    let message = format!("{what}: {}", describe(e));
-    if e.is_connect() || e.is_builder() {
-        return NetError::Transient { message, retry_after: None };
-    }
-    after_sending(message, effect)
-}
-
-/// The error and its causes on one line, without the URL.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::http::after_sending;
+use crate::http::{read_body, transport_error};
 
 /// Server text for a log line: no control characters, bounded length.
 pub(super) fn clean(text: &str) -> String {

@@ -26,12 +26,7 @@ pub(super) const USAGE_CAPPED_WAIT: Duration = Duration::from_secs(6 * 3600);
 /// The wait after a 429 that names no reset.
 const DEFAULT_RATE_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether a request can create a post, which decides what a failure after sending means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Effect {
-    Read,
-    Creates,
-}
+pub(super) use crate::http::Effect;
 
 #[derive(Debug)]
 pub(super) struct Answer {
@@ -190,20 +185,6 @@ pub(super) async fn send(
     Err(Failure::Status { status: status.as_u16(), problem, net })
 }
 
-async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(format!("the answer is larger than {cap} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
-        if body.len() + chunk.len() > cap {
-            return Err(format!("the answer is larger than {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 pub(super) fn decode<T: DeserializeOwned>(
     body: &[u8],
     what: &str,
@@ -214,40 +195,8 @@ pub(super) fn decode<T: DeserializeOwned>(
     })
 }
 
-/// A failure once the server has taken the request: a post may exist for a creating one.
-pub(super) fn after_sending(message: String, effect: Effect) -> NetError {
-    match effect {
-        Effect::Creates => NetError::InDoubt { message },
-        Effect::Read => NetError::Transient { message, retry_after: None },
-    }
-}
-
-fn transport_error(e: &reqwest::Error, what: &str, effect: Effect) -> NetError {
-    let message = format!("{what}: {}", describe(e));
-    // No connection means nothing was sent; anything later may have left a post behind.
-    if e.is_connect() || e.is_builder() {
-        return NetError::Transient { message, retry_after: None };
-    }
-    after_sending(message, effect)
-}
-
-/// The error and its causes on one line, without the URL (which is already in `what`).
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = if e.is_timeout() {
-        "timed out".to_owned()
-    } else if e.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::http::after_sending;
+use crate::http::{read_body, transport_error};
 
 /// What an error answer means by default; callers refine 401 (refresh) and 403 (duplicate,
 /// reply restrictions).
