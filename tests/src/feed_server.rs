@@ -126,6 +126,29 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
     }
 }
 
+/// One article: (guid, link, title, pubDate unix seconds).
+pub type Item = (String, String, String, i64);
+
+/// 2026-11-28 10:00 UTC, when the test blogs publish their first article.
+pub const T0: i64 = 1_795_860_000;
+
+/// Article `n` of the test blog, published `n` hours after [`T0`].
+pub fn article(n: i64) -> Item {
+    (
+        format!("https://blog.test/?p={n}"),
+        format!("https://blog.test/{n}/"),
+        format!("Post number {n}"),
+        T0 + n * 3600,
+    )
+}
+
+/// The test blog's articles in `range`, newest first as blogs list them.
+pub fn blog(range: std::ops::RangeInclusive<i64>) -> Vec<Item> {
+    let mut items: Vec<Item> = range.map(article).collect();
+    items.reverse();
+    items
+}
+
 /// An RSS 2.0 feed of `items`: (guid, link, title, pubDate unix seconds), newest first as
 /// blogs publish them.
 pub fn rss(items: &[(String, String, String, i64)]) -> String {

@@ -8,28 +8,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::Signal;
-use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::feed_server::{article, blog, rss, FeedServer};
 use presence_e2e::{text, wait_until, Sandbox};
 use serde_json::Value;
-
-const T0: i64 = 1_795_860_000; // 2026-11-28 10:00 UTC
-
-type Item = (String, String, String, i64);
-
-fn item(n: i64) -> Item {
-    (
-        format!("https://blog.test/?p={n}"),
-        format!("https://blog.test/{n}/"),
-        format!("Post number {n}"),
-        T0 + n * 3600,
-    )
-}
-
-fn feed_of(range: std::ops::RangeInclusive<i64>) -> Vec<Item> {
-    let mut items: Vec<Item> = range.map(item).collect();
-    items.reverse(); // blogs list newest first
-    items
-}
 
 fn config(server: &FeedServer, extra_feed: &str) -> String {
     format!(
@@ -81,7 +62,7 @@ fn baseline(sb: &Sandbox, server: &FeedServer) {
 
 #[test]
 fn baseline_then_two_new_then_restart_posts_each_once() {
-    let server = FeedServer::start(&rss(&feed_of(1..=5)));
+    let server = FeedServer::start(&rss(&blog(1..=5)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, ""));
     let mut daemon = sb.start();
@@ -93,7 +74,7 @@ fn baseline_then_two_new_then_restart_posts_each_once() {
         |a| a["accounts"][0]["state"] == "skipped" && a["accounts"][0]["detail"] == "baseline"
     ));
 
-    server.set_body(&rss(&feed_of(1..=7)));
+    server.set_body(&rss(&blog(1..=7)));
     poll_and_wait(&sb, &server);
     assert!(wait_outbox(&sb, 2), "{}", sb.log());
     let mut got = urls(&sb);
@@ -120,19 +101,19 @@ fn baseline_then_two_new_then_restart_posts_each_once() {
 
 #[test]
 fn edits_and_guid_or_link_churn_are_not_new() {
-    let server = FeedServer::start(&rss(&feed_of(1..=5)));
+    let server = FeedServer::start(&rss(&blog(1..=5)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, ""));
     let _daemon = sb.start();
     baseline(&sb, &server);
 
-    let mut items = feed_of(1..=5);
+    let mut items = blog(1..=5);
     items[0].2 = "Post number 5 (edited)".into(); // edit: same guid and link
     items[1].0 = "urn:uuid:new-guid-for-4".into(); // guid churn: same link
     items[2].1 = "https://BLOG.test:443/3/?utm_source=rss#top".into(); // same guid, noisy link
     items[3].1 = "https://blog.test/moved/2/".into(); // link churn: same guid
                                                       // And one real new article, so we know the fetch was taken in.
-    items.insert(0, item(6));
+    items.insert(0, article(6));
     server.set_body(&rss(&items));
     poll_and_wait(&sb, &server);
     assert!(wait_outbox(&sb, 1), "{}", sb.log());
@@ -142,13 +123,13 @@ fn edits_and_guid_or_link_churn_are_not_new() {
 
 #[test]
 fn a_burst_of_ten_posts_three_and_holds_seven_until_approved() {
-    let server = FeedServer::start(&rss(&feed_of(1..=2)));
+    let server = FeedServer::start(&rss(&blog(1..=2)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, ""));
     let _daemon = sb.start();
     baseline(&sb, &server);
 
-    server.set_body(&rss(&feed_of(1..=12)));
+    server.set_body(&rss(&blog(1..=12)));
     poll_and_wait(&sb, &server);
     assert!(wait_outbox(&sb, 3), "{}", sb.log());
     let mut got = urls(&sb);
@@ -180,13 +161,13 @@ fn a_burst_of_ten_posts_three_and_holds_seven_until_approved() {
 
 #[test]
 fn a_503_is_visible_and_the_article_goes_out_once_after_recovery() {
-    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, ""));
     let _daemon = sb.start();
     baseline(&sb, &server);
 
-    server.set_body(&rss(&feed_of(1..=4)));
+    server.set_body(&rss(&blog(1..=4)));
     server.fail_with(Some((503, Some(1))));
     poll_and_wait(&sb, &server);
     assert!(
@@ -233,7 +214,7 @@ fn a_malformed_feed_is_a_clear_error_and_the_daemon_keeps_serving() {
 /// have landed in the middle of a burst: every article ends up in the outbox exactly once.
 #[test]
 fn sigkill_during_bursts_never_loses_or_doubles_an_article() {
-    let server = FeedServer::start(&rss(&feed_of(1..=1)));
+    let server = FeedServer::start(&rss(&blog(1..=1)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, "max_new_per_poll = 20"));
     let mut daemon = sb.start();
@@ -247,7 +228,7 @@ fn sigkill_during_bursts_never_loses_or_doubles_an_article() {
     while mid_burst_kills < 50 {
         bursts += 1;
         let target = 20 * bursts;
-        server.set_body(&rss(&feed_of(1..=1 + target as i64)));
+        server.set_body(&rss(&blog(1..=1 + target as i64)));
         let mut progress = Vec::new();
         // The daemon fetches at start, so a kill a few milliseconds after exec lands
         // anywhere: during start, the fetch, the ingest, between a post and its record.
@@ -318,7 +299,7 @@ fn the_bundled_demo_announces_the_newest_article_once() {
 /// announcements that follow.
 #[test]
 fn polls_do_not_stall_announcing() {
-    let server = FeedServer::start(&rss(&feed_of(1..=50)));
+    let server = FeedServer::start(&rss(&blog(1..=50)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, "max_new_per_poll = 20"));
     let _daemon = sb.start();
@@ -328,7 +309,7 @@ fn polls_do_not_stall_announcing() {
         assert!(sb.ctl(&["poll"]).status.success());
         assert!(wait_until(Duration::from_secs(5), || server.requests() > before));
     }
-    server.set_body(&rss(&feed_of(1..=70)));
+    server.set_body(&rss(&blog(1..=70)));
     assert!(sb.ctl(&["poll"]).status.success());
     assert!(
         wait_until(Duration::from_secs(20), || sb.outbox_lines().len() >= 20),

@@ -8,27 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use presence_e2e::facebook::{Facebook, Fault};
-use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::feed_server::{blog, rss, FeedServer};
 use presence_e2e::{text, wait_until, Sandbox};
 use serde_json::Value;
 
-const T0: i64 = 1_795_860_000;
 const TEMPLATE: &str = "New on the blog: {title} {url}";
-
-fn feed_of(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i64)> {
-    let mut items: Vec<_> = range
-        .map(|n| {
-            (
-                format!("https://blog.test/?p={n}"),
-                format!("https://blog.test/{n}/"),
-                format!("Post number {n}"),
-                T0 + n * 3600,
-            )
-        })
-        .collect();
-    items.reverse();
-    items
-}
 
 struct World {
     fb: Facebook,
@@ -44,7 +28,7 @@ fn world() -> World {
     let fb = Facebook::start();
     let page = fb.add_page("My Blog");
     let token = fb.page_token(&page);
-    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     let token_file = sb.path().join("fb.token");
     std::fs::write(&token_file, &token).unwrap();
@@ -124,7 +108,7 @@ fn two_new_articles_make_exactly_two_page_posts() {
     w.account_ready();
     w.baseline();
     assert!(w.posts().is_empty(), "the baseline announces nothing");
-    w.server.set_body(&rss(&feed_of(1..=5)));
+    w.server.set_body(&rss(&blog(1..=5)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() >= 2), "{}", w.sb.log());
     std::thread::sleep(Duration::from_millis(500));
@@ -156,7 +140,7 @@ fn a_post_whose_answer_was_lost_is_found_on_the_page_and_not_repeated() {
     w.account_ready();
     w.baseline();
     w.fb.inject("POST", &w.feed_path(), Fault::DropAfterCreate, 1);
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(30), || w
@@ -189,7 +173,7 @@ fn a_duplicate_refusal_is_resolved_as_posted() {
         "New on the blog: Post number 4 https://blog.test/4/",
         Some("https://blog.test/4/"),
     );
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(15), || w
@@ -217,7 +201,7 @@ fn comments_become_conversations_and_answers_land_under_the_comment() {
     let _daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() == 1));
     let post = w.posts()[0]["id"].as_str().unwrap().to_owned();

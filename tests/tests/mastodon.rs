@@ -8,27 +8,10 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
-use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::feed_server::{blog, rss, FeedServer};
 use presence_e2e::mastodon::{Fault, Mastodon};
 use presence_e2e::{text, wait_until, Sandbox};
 use serde_json::Value;
-
-const T0: i64 = 1_795_860_000;
-
-fn feed_of(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i64)> {
-    let mut items: Vec<_> = range
-        .map(|n| {
-            (
-                format!("https://blog.test/?p={n}"),
-                format!("https://blog.test/{n}/"),
-                format!("Post number {n}"),
-                T0 + n * 3600,
-            )
-        })
-        .collect();
-    items.reverse();
-    items
-}
 
 struct World {
     masto: Mastodon,
@@ -42,7 +25,7 @@ struct World {
 fn world() -> World {
     let masto = Mastodon::start();
     let me = masto.add_account("blogger", "The Blogger");
-    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     let token = sb.path().join("masto.token");
     std::fs::write(&token, masto.token_for(&me)).unwrap();
@@ -90,7 +73,7 @@ impl World {
 
     /// Publishes two new articles and waits until both are announced.
     fn announce_two(&self) -> (String, String) {
-        self.server.set_body(&rss(&feed_of(1..=5)));
+        self.server.set_body(&rss(&blog(1..=5)));
         self.poll();
         assert!(
             wait_until(Duration::from_secs(10), || self.statuses().len() >= 2),
@@ -222,7 +205,7 @@ fn a_connection_dropped_after_the_status_was_created_gives_one_status() {
     w.account_ready();
     w.baseline();
     w.masto.inject("POST", "/api/v1/statuses", Fault::DropAfterCreate, 1);
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(20), || {

@@ -13,31 +13,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::feed_server::{blog, rss, FeedServer};
 use presence_e2e::x::{Fault, X};
 use presence_e2e::{text, wait_until, Sandbox};
 use presenced::network::x::{authorize_url, exchange_code, pkce_pair, random_state};
 use serde_json::Value;
 
-const T0: i64 = 1_795_860_000;
 const CLIENT: &str = "presence-test-client";
 const REDIRECT: &str = "http://127.0.0.1:8765/callback";
 const TEMPLATE: &str = "New on the blog: {title} {url}";
-
-fn feed_of(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i64)> {
-    let mut items: Vec<_> = range
-        .map(|n| {
-            (
-                format!("https://blog.test/?p={n}"),
-                format!("https://blog.test/{n}/"),
-                format!("Post number {n}"),
-                T0 + n * 3600,
-            )
-        })
-        .collect();
-    items.reverse();
-    items
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -89,7 +73,7 @@ fn world_with(setup: impl FnOnce(&X)) -> World {
     x.add_client(CLIENT, None, REDIRECT);
     setup(&x);
     let session = login(&x, "blogger");
-    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     sb.write_config(&format!(
         "[[feed]]\nurl = {:?}\ninterval = \"1h\"\ntemplate = {TEMPLATE:?}\n\n[[account]]\nname = \"x\"\nkind = \"x\"\nclient_id = {CLIENT:?}\nserver = {:?}\n",
@@ -176,7 +160,7 @@ fn two_new_articles_make_exactly_two_posts() {
     w.account_ready();
     w.baseline();
     assert!(w.posts().is_empty(), "the baseline announces nothing");
-    w.server.set_body(&rss(&feed_of(1..=5)));
+    w.server.set_body(&rss(&blog(1..=5)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() >= 2), "{}", w.sb.log());
     std::thread::sleep(Duration::from_millis(500));
@@ -208,7 +192,7 @@ fn a_post_whose_answer_was_lost_is_found_by_listing_and_not_repeated() {
     w.account_ready();
     w.baseline();
     w.x.inject("POST", "/2/tweets", Fault::DropAfterCreate, 1);
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(30), || w
@@ -237,7 +221,7 @@ fn a_duplicate_content_refusal_is_resolved_as_posted() {
     w.baseline();
     // The blogger already posted the very text by hand.
     let by_hand = w.x.post_as(&w.me, "New on the blog: Post number 4 https://blog.test/4/", None);
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(15), || w
@@ -264,7 +248,7 @@ fn mentions_become_conversations_and_answers_reply_in_the_thread() {
     let _daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() == 1));
     let announcement = w.posts()[0]["id"].as_str().unwrap().to_owned();
@@ -326,7 +310,7 @@ fn a_reply_x_refuses_shows_its_error_and_the_conversation_stays_open() {
     let _daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() == 1));
     let announcement = w.posts()[0]["id"].as_str().unwrap().to_owned();
@@ -405,7 +389,7 @@ fn the_rotated_refresh_token_survives_restarts() {
     let mut daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.server.set_body(&rss(&feed_of(1..=4)));
+    w.server.set_body(&rss(&blog(1..=4)));
     w.poll();
     assert!(wait_until(Duration::from_secs(15), || w.posts().len() == 1), "{}", w.sb.log());
     let post = w.x.requests_to("POST", "/2/tweets")[0].clone();
@@ -416,7 +400,7 @@ fn the_rotated_refresh_token_survives_restarts() {
 
     // Two hours later X refuses the access token: renewed (rotating again), then posted.
     w.x.advance_clock(Duration::from_secs(2 * 3600 + 60));
-    w.server.set_body(&rss(&feed_of(1..=5)));
+    w.server.set_body(&rss(&blog(1..=5)));
     w.poll();
     assert!(
         wait_until(Duration::from_secs(20), || w.posts().len() == 2),
@@ -818,7 +802,7 @@ fn presencectl_login_x_logs_the_account_in() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let redirect = format!("http://127.0.0.1:{port}/callback");
     x.add_client(CLIENT, None, &redirect);
-    let server = FeedServer::start(&rss(&feed_of(1..=3)));
+    let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     sb.write_config(&format!(
         "[[feed]]\nurl = {:?}\ninterval = \"1h\"\ntemplate = {TEMPLATE:?}\n\n[[account]]\nname = \"x\"\nkind = \"x\"\nclient_id = {CLIENT:?}\nserver = {:?}\n",
@@ -871,7 +855,7 @@ fn presencectl_login_x_logs_the_account_in() {
     // in the state file.
     assert!(wait_until(Duration::from_secs(10), || health() == "ok"), "{}", health());
     assert!(stored_session(&sb).contains_key("refresh_token"));
-    server.set_body(&rss(&feed_of(1..=4)));
+    server.set_body(&rss(&blog(1..=4)));
     assert!(sb.ctl(&["poll"]).status.success());
     assert!(wait_until(Duration::from_secs(10), || x.posts_of(&me).len() == 1), "{}", sb.log());
     // A stale or forged state is refused.
