@@ -6,14 +6,17 @@
 //!
 //! A save writes `state.tmp`, fsyncs it, hard-links the current `state` to `state.prev`
 //! (the previous good file, for a human to recover from), renames `state.tmp` over `state`
-//! and fsyncs the directory: at every instant `state` is a whole, valid file.
+//! and fsyncs the directory: at every instant `state` is a whole, valid file. Only a `state`
+//! this process read whole or wrote becomes `state.prev`: one changed behind its back (a
+//! truncated copy, say) is overwritten from memory, never kept as the good one.
 //! A file that is corrupt, truncated or from a newer presenced is never overwritten and
 //! never replaced by an empty state: loading fails with a message naming the file.
 //! An exclusive lock on `state.lock` keeps two daemons off one state directory.
 
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bincode::Options;
@@ -53,6 +56,23 @@ pub struct Store {
     dir: PathBuf,
     path: PathBuf,
     _lock: nix::fcntl::Flock<File>,
+    /// The `state` this process last read whole or wrote, to tell it from a file put there
+    /// by someone else.
+    known: Cell<Option<FileId>>,
+}
+
+/// Enough of a file's identity to notice a replacement or an edit in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        FileId { ino: meta.ino(), len: meta.len(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+    }
 }
 
 fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -72,7 +92,12 @@ impl Store {
             .map_err(io(&lock_path, "open"))?;
         let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
             .map_err(|_| StoreError::Locked { path: dir.to_owned() })?;
-        Ok(Store { dir: dir.to_owned(), path: dir.join("state"), _lock: lock })
+        Ok(Store {
+            dir: dir.to_owned(),
+            path: dir.join("state"),
+            _lock: lock,
+            known: Cell::new(None),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -104,7 +129,9 @@ impl Store {
             }
             Err(e) => return Err(io(&self.path, "read")(e)),
         };
-        decode(&bytes, &self.path).map(Some)
+        let state = decode(&bytes, &self.path)?;
+        self.known.set(fs::metadata(&self.path).ok().map(|m| FileId::of(&m)));
+        Ok(Some(state))
     }
 
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
@@ -123,16 +150,27 @@ impl Store {
             .map_err(io(&tmp, "create"))?;
         file.write_all(&bytes).map_err(io(&tmp, "write"))?;
         file.sync_all().map_err(io(&tmp, "fsync"))?;
+        let written = file.metadata().ok().map(|m| FileId::of(&m));
         drop(file);
-        if self.path.exists() {
-            let prev_tmp = self.dir.join("state.prev.tmp");
-            let _ = fs::remove_file(&prev_tmp);
-            fs::hard_link(&self.path, &prev_tmp).map_err(io(&prev_tmp, "link"))?;
-            #[allow(clippy::disallowed_methods)]
-            fs::rename(&prev_tmp, self.dir.join("state.prev")).map_err(io(&prev_tmp, "rename"))?;
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if Some(FileId::of(&meta)) == self.known.get() => {
+                let prev_tmp = self.dir.join("state.prev.tmp");
+                let _ = fs::remove_file(&prev_tmp);
+                fs::hard_link(&self.path, &prev_tmp).map_err(io(&prev_tmp, "link"))?;
+                #[allow(clippy::disallowed_methods)]
+                fs::rename(&prev_tmp, self.dir.join("state.prev"))
+                    .map_err(io(&prev_tmp, "rename"))?;
+            }
+            Ok(_) => tracing::warn!(
+                "{}: changed or replaced while presenced was running; writing it again from \
+                 memory (state.prev keeps the last file presenced wrote)",
+                self.path.display()
+            ),
+            Err(_) => {}
         }
         #[allow(clippy::disallowed_methods)]
         fs::rename(&tmp, &self.path).map_err(io(&self.path, "rename"))?;
+        self.known.set(written);
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir, "fsync"))?;
         Ok(())
     }
@@ -365,6 +403,27 @@ mod tests {
         let prev = fs::read(dir.path().join("state.prev")).unwrap();
         assert_eq!(decode(&prev, Path::new("p")).unwrap().next_article, 9);
         assert!(!dir.path().join("state.tmp").exists());
+    }
+
+    #[test]
+    fn a_state_changed_behind_our_back_never_becomes_prev() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = sample();
+        store.save(&s).unwrap();
+        store.save(&s).unwrap();
+        // Someone truncates the file in place (same inode).
+        let path = dir.path().join("state");
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+        s.next_article = 100;
+        store.save(&s).unwrap();
+        assert_eq!(store.load().unwrap(), Some(s.clone()));
+        let prev = |dir: &Path| decode(&fs::read(dir.join("state.prev")).unwrap(), dir);
+        assert_eq!(prev(dir.path()).unwrap().next_article, 9, "the last good file stays");
+        // The file written since is ours again: the next save keeps it as the previous one.
+        store.save(&s).unwrap();
+        assert_eq!(prev(dir.path()).unwrap().next_article, 100);
     }
 
     #[test]

@@ -243,6 +243,67 @@ fn state_scale(conversations: usize) -> StateRow {
     StateRow { conversations, file_kib, save_ms, ready_ms, list_ms, list_json_ms, rss_kib }
 }
 
+struct IngestRow {
+    mentions: usize,
+    wall_ms: f64,
+    cpu_ms: f64,
+    per_second: f64,
+    hwm_kib: u64,
+}
+
+/// Mentions posted on the local Mastodon emulator while the daemon waits, then taken in by
+/// one `presencectl poll` (page by page, each page stored before the next).
+fn mention_ingest(n: usize) -> IngestRow {
+    use std::os::unix::fs::PermissionsExt;
+    let masto = presence_e2e::mastodon::Mastodon::start();
+    let me = masto.add_account("blogger", "Blogger");
+    let sb = Sandbox::new();
+    let token = sb.path().join("masto.token");
+    std::fs::write(&token, masto.token_for(&me)).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    sb.write_config(&format!(
+        "[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\ninterval = \"1h\"\n",
+        masto.url(),
+        token.display().to_string()
+    ));
+    let mut notify = NotifySocket::bind(sb.path());
+    let mut cmd = sb.daemon_command_for(&release("presenced"));
+    cmd.env("NOTIFY_SOCKET", &notify.path).env("PRESENCED_LOG", "warn");
+    let mut child = cmd.spawn().unwrap();
+    assert!(notify.wait_for("READY=1", Duration::from_secs(10)));
+    let pid = child.id();
+    let status = |sb: &Sandbox| -> serde_json::Value {
+        serde_json::from_slice(&ctl(sb, &["--json", "status"]).stdout).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(10), || status(&sb)["accounts"][0]["health"] == "ok"));
+    assert!(wait_until(Duration::from_secs(10), || {
+        !masto.requests_to("GET", "/api/v1/notifications").is_empty()
+    }));
+    let people: Vec<String> = (0..50)
+        .map(|i| masto.add_remote_account(&format!("p{i}"), "crowd.host", &format!("P {i}")))
+        .collect();
+    for i in 0..n {
+        masto.post_as(
+            &people[i % people.len()],
+            &format!("@blogger question number {i}"),
+            None,
+            &[],
+        );
+    }
+    let before = cpu_ns(pid);
+    let wall = Instant::now();
+    ctl(&sb, &["poll"]);
+    assert!(wait_until(Duration::from_secs(600), || {
+        status(&sb)["queue"]["open"].as_u64() == Some(n as u64)
+    }));
+    let wall_ms = wall.elapsed().as_secs_f64() * 1e3;
+    let cpu_ms = (cpu_ns(pid) - before) as f64 / 1e6;
+    let hwm_kib = status_kib(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+    IngestRow { mentions: n, wall_ms, cpu_ms, per_second: n as f64 / (wall_ms / 1e3), hwm_kib }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -265,6 +326,16 @@ fn main() {
             r.new20_wall_ms,
             r.rss_kib,
             r.hwm_kib
+        );
+    }
+    println!("\n## Mentions taken in (local Mastodon emulator, one poll)\n");
+    println!("| mentions | wall ms | daemon CPU ms | mentions/s | peak RSS KiB |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in if quick { &[1000][..] } else { &[1000, 10_000][..] } {
+        let r = mention_ingest(n);
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} |",
+            r.mentions, r.wall_ms, r.cpu_ms, r.per_second, r.hwm_kib
         );
     }
     println!("\n## State size (conversations of 3 messages)\n");
