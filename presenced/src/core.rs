@@ -330,6 +330,7 @@ impl Core {
                 let accounts: Vec<String> =
                     self.config.accounts.iter().map(|a| a.name.clone()).collect();
                 let ingested = self.state.ingest(&feed, &accounts, items, now());
+                crate::memory::give_back();
                 if ingested.baseline > 0 {
                     tracing::info!(feed = %url, "baseline: {} existing articles will not be announced", ingested.baseline);
                 }

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod fit;
 pub mod http;
 pub mod inbox;
+pub mod memory;
 pub mod network;
 pub mod notify;
 pub mod state;

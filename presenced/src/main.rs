@@ -25,6 +25,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    presenced::memory::limit_arenas();
     // Tokens live in this process's memory: keep them out of core dumps and ptrace.
     let _ = nix::sys::prctl::set_dumpable(false);
     let env = config::Env::from_process();

@@ -107,7 +107,9 @@ impl Watcher {
             }
             Fetched::Body { bytes, content_type, validators, url } => {
                 let parsed = tokio::task::spawn_blocking(move || {
-                    presence_feed::parse(&bytes, &url, content_type.as_deref())
+                    let parsed = presence_feed::parse(&bytes, &url, content_type.as_deref());
+                    drop(bytes);
+                    parsed
                 })
                 .await;
                 let feed = match parsed {
