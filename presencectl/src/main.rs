@@ -16,6 +16,9 @@ mod login;
 mod when;
 use serde_json::{json, Value};
 
+/// How many conversations `list` shows a person unless told otherwise.
+const DEFAULT_LIST: u32 = 100;
+
 /// Exit codes (contract): 0 ok, 1 refused by the daemon, 2 usage (clap), 69 unreachable.
 const EXIT_REFUSED: u8 = 1;
 const EXIT_UNREACHABLE: u8 = 69;
@@ -106,6 +109,9 @@ struct ListArgs {
     /// Only finished ones.
     #[arg(long)]
     done: bool,
+    /// Show at most this many (0: all). Default: 100, or all with --json.
+    #[arg(long)]
+    limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +164,12 @@ fn main() -> ExitCode {
         return login::run(&socket_path(&cli), account, *port, cli.json);
     }
     let request = match request_for(&cli.command) {
+        // A person's list stops at the oldest hundred; scripts (--json) get everything.
+        Ok(Request::ListConversations { filter, limit: 0 })
+            if !cli.json && matches!(&cli.command, Command::List(ListArgs { limit: None, .. })) =>
+        {
+            Request::ListConversations { filter, limit: DEFAULT_LIST + 1 }
+        }
         Ok(r) => r,
         Err(msg) => {
             eprintln!("presencectl: {msg}");
@@ -172,6 +184,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let request_limit = match &request {
+        Request::ListConversations { limit, .. } => Some(*limit),
+        _ => None,
+    };
     let answer = runtime.block_on(async {
         let mut client = Client::connect(&socket).await?;
         match request {
@@ -185,6 +201,29 @@ fn main() -> ExitCode {
         Ok(Response::Error(err)) => {
             eprintln!("presencectl: {}", err.message);
             ExitCode::from(EXIT_REFUSED)
+        }
+        Ok(Response::Conversations(mut list)) if cli.json => {
+            // The daemon was asked for one more than wanted (to tell a person there are more).
+            if let Some(limit) = request_limit.filter(|l| *l > 0) {
+                list.truncate((limit - 1) as usize);
+            }
+            print_response(&Response::Conversations(list), true);
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Conversations(mut list)) if !cli.json => {
+            let shown = match &request_limit {
+                Some(limit) if *limit > 0 => (*limit - 1) as usize,
+                _ => list.len(),
+            };
+            let more = list.len() > shown;
+            list.truncate(shown);
+            print_conversations(&list);
+            if more {
+                println!(
+                    "(the {shown} oldest waiting shown; presencectl list --limit 0 shows all)"
+                );
+            }
+            ExitCode::SUCCESS
         }
         Ok(response) => {
             print_response(&response, cli.json);
@@ -231,6 +270,12 @@ fn request_for(command: &Command) -> Result<Request, String> {
                 ConversationFilter::Done
             } else {
                 ConversationFilter::Open
+            },
+            // One more than shown, to know whether to say there are more.
+            limit: match args.limit {
+                Some(0) => 0,
+                Some(n) => n.saturating_add(1),
+                None => 0,
             },
         },
         Command::Show { id } => Request::ShowConversation { id: conversation_id(id)? },

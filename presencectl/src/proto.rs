@@ -84,8 +84,10 @@ pub enum Request {
         action: PostAction,
     },
     Poll,
+    /// At most `limit` conversations (0: all), oldest waiting first.
     ListConversations {
         filter: ConversationFilter,
+        limit: u32,
     },
     ShowConversation {
         id: u64,
@@ -553,8 +555,8 @@ mod tests {
         );
         golden(Request::Poll, "03000000");
         golden(
-            Request::ListConversations { filter: ConversationFilter::Snoozed },
-            "0400000001000000",
+            Request::ListConversations { filter: ConversationFilter::Snoozed, limit: 7 },
+            "040000000100000007000000",
         );
         golden(Request::ShowConversation { id: 3 }, "050000000300000000000000");
         golden(

@@ -825,8 +825,8 @@ impl Core {
                     Err(e) => error_response(ErrorKind::Refused, e.to_string()),
                 }
             }
-            Request::ListConversations { filter } => {
-                Response::Conversations(self.conversations(filter))
+            Request::ListConversations { filter, limit } => {
+                Response::Conversations(self.conversations(filter, limit))
             }
             Request::ShowConversation { id } => match self.conversation_detail(id) {
                 Some(detail) => Response::Conversation(detail),
@@ -929,8 +929,10 @@ impl Core {
         }
     }
 
-    fn conversations(&self, filter: ConversationFilter) -> Vec<ConversationView> {
-        let mut out: Vec<ConversationView> = self
+    /// Sorted on a cheap key first, so that a short list of many conversations builds only
+    /// the views it shows.
+    fn conversations(&self, filter: ConversationFilter, limit: u32) -> Vec<ConversationView> {
+        let mut keyed: Vec<((bool, Unix), u64, &Conversation)> = self
             .state
             .conversations
             .iter()
@@ -943,14 +945,16 @@ impl Core {
                         | (ConversationFilter::Done, ConvStatus::Done { .. })
                 )
             })
-            .map(|(id, c)| conversation_view(*id, c))
+            .map(|(id, c)| {
+                // Oldest waiting first; those nobody waits on after them, most recent first.
+                let last = c.messages.last().map_or(0, |m| m.at);
+                let waiting = crate::inbox::waiting_since(c);
+                ((waiting.is_none(), waiting.unwrap_or(-last)), *id, c)
+            })
             .collect();
-        // Oldest waiting first; those nobody waits on after them, most recent first.
-        out.sort_by_key(|v| {
-            let last = v.last_message.as_ref().map_or(0, |m| m.at);
-            (v.waiting_since.is_none(), v.waiting_since.unwrap_or(-last))
-        });
-        out
+        keyed.sort_by_key(|(key, id, _)| (*key, *id));
+        let take = if limit == 0 { keyed.len() } else { limit as usize };
+        keyed.into_iter().take(take).map(|(_, id, c)| conversation_view(id, c)).collect()
     }
 
     fn conversation_detail(&self, id: u64) -> Option<ConversationDetail> {

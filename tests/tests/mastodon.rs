@@ -300,6 +300,11 @@ fn sigkill_during_ingestion_of_500_mentions_loses_and_doubles_nothing() {
         assert!(seen.insert(key.clone()), "stored twice: {key}");
     }
     assert_eq!(seen, expected);
+    // A person's list stops at the oldest hundred and says so; scripts choose.
+    let human = text(&w.sb.ctl(&["list"]).stdout);
+    assert_eq!(human.lines().filter(|l| l.starts_with('c')).count(), 100, "{human}");
+    assert!(human.contains("--limit 0 shows all"), "{human}");
+    assert_eq!(w.list(&["--limit", "10"]).len(), 10);
 }
 
 #[test]
