@@ -304,6 +304,10 @@ impl Core {
         if fs.current_url.is_empty() {
             fs.current_url = url.to_owned();
         }
+        if report.current_url != fs.current_url {
+            tracing::info!(feed = %url, "feed moved permanently to {}", report.current_url);
+            fs.current_url = report.current_url;
+        }
         fs.last_fetch = Some(report.at);
         fs.last_status = Some(report.status);
         match report.result {
@@ -318,15 +322,11 @@ impl Core {
                 fs.last_error = Some(error);
                 fs.failures += 1;
             }
-            FeedResult::Items { items, etag, last_modified, moved_to } => {
+            FeedResult::Items { items, etag, last_modified } => {
                 fs.last_error = None;
                 fs.failures = 0;
                 fs.etag = etag;
                 fs.last_modified = last_modified;
-                if let Some(to) = moved_to {
-                    tracing::info!(feed = %url, "feed moved permanently to {to}");
-                    fs.current_url = to;
-                }
                 let accounts: Vec<String> =
                     self.config.accounts.iter().map(|a| a.name.clone()).collect();
                 let ingested = self.state.ingest(&feed, &accounts, items, now());

@@ -13,6 +13,10 @@ struct Shared {
     body: String,
     version: u64,
     fail: Option<(u16, Option<u64>)>,
+    /// Requests for /feed.xml are redirected there with this status (the feed moved).
+    moved: Option<(u16, String)>,
+    /// Paths asked for, in order.
+    paths: Vec<String>,
     requests: u64,
     not_modified: u64,
     full: u64,
@@ -55,6 +59,17 @@ impl FeedServer {
     }
 
     /// Makes every request fail with `status` (and Retry-After seconds), or heals with None.
+    /// Moves the feed: /feed.xml answers `status` (301, 302, 308) with a Location to `path`,
+    /// where the feed is served; None serves it at /feed.xml again.
+    pub fn move_to(&self, moved: Option<(u16, &str)>) {
+        self.lock().moved = moved.map(|(status, path)| (status, path.to_owned()));
+    }
+
+    /// The paths asked for so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.lock().paths.clone()
+    }
+
     pub fn fail_with(&self, failure: Option<(u16, Option<u64>)>) {
         self.lock().fail = failure;
     }
@@ -101,7 +116,12 @@ fn serve(stream: TcpStream, shared: &Mutex<Shared>) -> std::io::Result<()> {
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             s.requests += 1;
             let etag = format!("\"v{}\"", s.version);
-            if let Some((status, retry_after)) = s.fail {
+            let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            s.paths.push(path.clone());
+            let moved = s.moved.clone().filter(|_| path == "/feed.xml");
+            if let Some((status, to)) = moved {
+                format!("HTTP/1.1 {status} Moved\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+            } else if let Some((status, retry_after)) = s.fail {
                 let retry =
                     retry_after.map(|r| format!("Retry-After: {r}\r\n")).unwrap_or_default();
                 format!(

@@ -318,3 +318,40 @@ fn polls_do_not_stall_announcing() {
         sb.log()
     );
 }
+
+/// A feed that moved permanently is fetched from its new place from then on (and the move is
+/// visible in status); a temporary move is followed but not remembered. Either way each
+/// article goes out once.
+#[test]
+fn permanent_redirects_update_the_feed_url_and_temporary_ones_do_not() {
+    let server = FeedServer::start(&rss(&blog(1..=3)));
+    let sb = Sandbox::new();
+    sb.write_config(&config(&server, ""));
+    let _daemon = sb.start();
+    baseline(&sb, &server);
+    let moved_url = server.url.replace("/feed.xml", "/moved.xml");
+
+    server.move_to(Some((302, "/moved.xml")));
+    server.set_body(&rss(&blog(1..=4)));
+    poll_and_wait(&sb, &server);
+    assert!(wait_outbox(&sb, 1), "{}", sb.log());
+    assert_eq!(feed_status(&sb)["current_url"], server.url.as_str(), "a 302 is not remembered");
+
+    server.move_to(Some((301, "/moved.xml")));
+    poll_and_wait(&sb, &server);
+    assert!(
+        wait_until(Duration::from_secs(10), || feed_status(&sb)["current_url"]
+            == moved_url.as_str()),
+        "{:#}",
+        feed_status(&sb)
+    );
+    assert!(sb.log().contains("moved permanently"), "{}", sb.log());
+    let asked_before = server.paths().iter().filter(|p| *p == "/feed.xml").count();
+    server.set_body(&rss(&blog(1..=5)));
+    poll_and_wait(&sb, &server);
+    assert!(wait_outbox(&sb, 2), "{}", sb.log());
+    let asked_after = server.paths().iter().filter(|p| *p == "/feed.xml").count();
+    assert_eq!(asked_before, asked_after, "the old URL is not asked for any more");
+    assert_eq!(urls(&sb), ["https://blog.test/4/", "https://blog.test/5/"]);
+    assert_eq!(feed_status(&sb)["url"], server.url.as_str(), "the configured URL stays");
+}

@@ -17,6 +17,9 @@ use fetch::{Fetched, Validators};
 #[derive(Debug)]
 pub struct FeedReport {
     pub at: Unix,
+    /// Where the feed is fetched from now: a permanent redirect, even one answered with a
+    /// 304, moves it.
+    pub current_url: String,
     pub status: String,
     pub result: FeedResult,
     pub next_fetch: Unix,
@@ -25,15 +28,8 @@ pub struct FeedReport {
 #[derive(Debug)]
 pub enum FeedResult {
     NotModified,
-    Items {
-        items: Vec<Candidate>,
-        etag: Option<String>,
-        last_modified: Option<String>,
-        moved_to: Option<String>,
-    },
-    Failed {
-        error: String,
-    },
+    Items { items: Vec<Candidate>, etag: Option<String>, last_modified: Option<String> },
+    Failed { error: String },
 }
 
 #[derive(Debug)]
@@ -56,8 +52,17 @@ impl Watcher {
         }
         loop {
             let (status, result, wait) = self.check().await;
-            let report =
-                FeedReport { at: now(), status, result, next_fetch: now() + wait.as_secs() as i64 };
+            if self.cancel.is_cancelled() {
+                // Stopping or reloading: a cut-short fetch is no news for the core.
+                return;
+            }
+            let report = FeedReport {
+                at: now(),
+                current_url: self.current_url.clone(),
+                status,
+                result,
+                next_fetch: now() + wait.as_secs() as i64,
+            };
             let event = Event::Feed { feed: self.feed.url.clone(), report };
             if self.core.send(event).await.is_err() {
                 return;
@@ -134,7 +139,6 @@ impl Watcher {
                     items,
                     etag: validators.etag,
                     last_modified: validators.last_modified,
-                    moved_to: fetch.moved_to,
                 };
                 (fetch.status, result, self.feed.interval)
             }
