@@ -15,6 +15,7 @@ pub mod bsky;
 pub mod facebook;
 pub mod feed_server;
 pub mod mastodon;
+pub mod measure;
 pub mod x;
 
 /// Path of a workspace binary next to the running test executable.

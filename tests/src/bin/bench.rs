@@ -12,45 +12,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use presence_e2e::feed_server::{rss, FeedServer};
+use presence_e2e::measure::{cpu_ns, sibling_binary as release, status_kib};
 use presence_e2e::{wait_until, NotifySocket, Sandbox};
 use presenced::state::{ConvStatus, Conversation, Message, State};
 
 const T0: i64 = 1_795_860_000;
-
-fn release(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    let path = dir.join(name);
-    assert!(path.exists(), "{} missing: build with --release first", path.display());
-    path
-}
-
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
-                total +=
-                    text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-    }
-    total
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 fn items(range: std::ops::RangeInclusive<i64>) -> Vec<(String, String, String, i64)> {
     let mut v: Vec<_> = range
