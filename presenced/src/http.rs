@@ -46,6 +46,19 @@ pub fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// The URL of a path below `base` (which may carry a path of its own, like the Graph API's
+/// version), given as segments so that ids are escaped as segments.
+pub fn endpoint(base: &url::Url, segments: &[&str]) -> Result<url::Url, NetError> {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| NetError::Rejected(format!("server {base} cannot have a path")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
 /// A failure once the server has taken the request: something may exist for a creating one.
 pub fn after_sending(message: String, effect: Effect) -> NetError {
     match effect {

@@ -700,16 +700,7 @@ fn bounded_wait(wait: Duration) -> Duration {
 // ---------------------------------------------------------------------------------------
 // URLs and the Link header.
 
-fn endpoint(base: &Url, segments: &[&str]) -> Result<Url, NetError> {
-    let mut url = base.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| NetError::Rejected(format!("server {base} cannot have a path")))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
-}
+use crate::http::endpoint;
 
 /// Replaces (or adds) one query parameter.
 fn set_param(url: &mut Url, name: &str, value: &str) {

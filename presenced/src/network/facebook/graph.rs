@@ -135,15 +135,9 @@ fn number(v: Option<&Value>) -> Option<u64> {
 
 /// The URL of a Graph path below `base` (which carries the version), given as segments.
 pub(super) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, NetError> {
-    let mut url = Url::parse(base.trim())
+    let base = Url::parse(base.trim())
         .map_err(|e| NetError::Rejected(format!("Graph API base {base:?}: {e}")))?;
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| NetError::Rejected(format!("Graph API base {base:?} cannot have a path")))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
+    crate::http::endpoint(&base, segments)
 }
 
 /// Sends a request and reads its JSON answer.

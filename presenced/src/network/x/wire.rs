@@ -152,15 +152,9 @@ impl Problem {
 
 /// The URL of an API path below `base`, given as segments (ids escaped as segments).
 pub(super) fn endpoint(base: &str, segments: &[&str]) -> Result<Url, NetError> {
-    let mut url = Url::parse(base.trim())
+    let base = Url::parse(base.trim())
         .map_err(|e| NetError::Rejected(format!("X API base {base:?}: {e}")))?;
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| NetError::Rejected(format!("X API base {base:?} cannot have a path")))?
-        .pop_if_empty()
-        .extend(segments);
-    Ok(url)
+    crate::http::endpoint(&base, segments)
 }
 
 /// Sends a request and reads its answer.
