@@ -144,14 +144,14 @@ impl Sandbox {
             .expect("log file")
     }
 
+    /// The complete lines of the outbox. A SIGKILL during the append can leave a torn last
+    /// line (a write that spans a page boundary stops between pages); that is not a post, and
+    /// the daemon cuts it off when it next starts.
     pub fn outbox_lines(&self) -> Vec<serde_json::Value> {
-        match std::fs::read_to_string(self.state_dir().join("outbox.jsonl")) {
-            Ok(text) => text
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("outbox line is JSON"))
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        let text =
+            std::fs::read_to_string(self.state_dir().join("outbox.jsonl")).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().map(|l| serde_json::from_str(l).expect("outbox line is JSON")).collect()
     }
 
     /// The daemon command for this sandbox, not yet started.

@@ -257,6 +257,8 @@ fn sigkill_during_bursts_never_loses_or_doubles_an_article() {
         sb.log()
     );
     std::thread::sleep(Duration::from_millis(500));
+    let outbox = std::fs::read(sb.state_dir().join("outbox.jsonl")).unwrap();
+    assert_eq!(outbox.last(), Some(&b'\n'), "a torn last line is cut off at start");
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for url in urls(&sb) {
         *counts.entry(url).or_default() += 1;
