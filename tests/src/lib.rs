@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod bsky;
 pub mod facebook;
+pub mod fault_proxy;
 pub mod feed_server;
 pub mod mastodon;
 pub mod measure;
