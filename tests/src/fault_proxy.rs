@@ -85,6 +85,8 @@ pub struct Seen {
     pub upstream: Option<u16>,
     /// What happened on the client's side, for faults that wait on it (`Stall`).
     pub note: String,
+    /// The request body as text (lossy), for telling which post a request was for.
+    pub body: String,
 }
 
 impl Seen {
@@ -417,6 +419,7 @@ impl Inner {
             fault: fault.clone().filter(|f| *f != Fault::Pass),
             upstream,
             note: String::new(),
+            body: String::from_utf8_lossy(&req.body).into_owned(),
         });
         s.seen.len() - 1
     }

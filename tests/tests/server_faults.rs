@@ -1,0 +1,587 @@
+//! Server faults, the same matrix for every network: presenced talks to the Mastodon, X and
+//! Facebook emulators and to the real local Bluesky PDS through the fault proxy
+//! (`presence_e2e::fault_proxy`), which loses answers after the server acted, answers 429
+//! with and without `Retry-After`, 5xx and HTML error pages, trickles, truncates, garbles
+//! and inflates answers (50 MiB), and duplicates, reverses and replays mention pages — on the
+//! post endpoint and the mention endpoint at once, while new articles and mentions arrive.
+//!
+//! Checked from the remote's own record: every article exactly once, each mention exactly
+//! once as a conversation; the daemon never exits, its memory stays bounded through the huge
+//! bodies, `status` shows errors on one line without the secret, and retries back off (5 s
+//! after a failure, the `Retry-After` when there is one, never more attempts than faults).
+//!
+//! The fault order is shuffled by a seed printed at the start (`FAULT_SEED=n` repeats it).
+
+// Test code writes fixtures directly and fails loudly: the daemon's rules do not apply here.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use presence_e2e::fault_proxy::{Fault, FaultProxy};
+use presence_e2e::feed_server::{blog, rss, FeedServer};
+use presence_e2e::measure::status_kib;
+use presence_e2e::{bsky, facebook, mastodon, text, wait_until, x, Daemon, Sandbox};
+use serde_json::Value;
+
+/// Articles in the feed when the daemon starts (the baseline).
+const OLD: i64 = 3;
+/// Mentions that arrive during the run.
+const MENTIONS: usize = 6;
+const HUGE: usize = 50 * 1024 * 1024;
+/// Peak resident memory allowed to the (debug) daemon while 50 MiB answers come in.
+const MAX_HWM_KIB: u64 = 48 * 1024;
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn seed() -> u64 {
+    let seed = std::env::var("FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64
+    });
+    eprintln!("FAULT_SEED={seed}");
+    seed
+}
+
+/// A Fisher-Yates shuffle driven by a 64-bit LCG.
+fn shuffle<T>(items: &mut [T], seed: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *seed =
+            seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        items.swap(i, ((*seed >> 33) % (i as u64 + 1)) as usize);
+    }
+}
+
+/// One network behind the proxy, with what the matrix needs to know about it.
+struct World {
+    name: &'static str,
+    proxy: FaultProxy,
+    feed: FeedServer,
+    sb: Sandbox,
+    /// The credential that must never show.
+    secret: String,
+    /// Path prefix of the request that creates an announcement (POST).
+    create: String,
+    /// Path prefix of the request that lists mentions (GET).
+    mentions: String,
+    /// A 429 without any hint waits longer than this test (X: 60 s, Facebook: 15 min).
+    long_429: bool,
+    /// The article links of the account's announcements, from the remote's record.
+    announced: Box<dyn Fn() -> Vec<String>>,
+    /// Someone mentions the account; the text contains `note {i}`.
+    mention: Box<dyn Fn(usize)>,
+}
+
+fn secret_file(sb: &Sandbox, name: &str, secret: &str) -> String {
+    let path = sb.path().join(name);
+    std::fs::write(&path, secret).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+/// `https://blog.test/N/` links found in `text`.
+fn blog_links(text: &str) -> Vec<String> {
+    text.match_indices("https://blog.test/")
+        .filter_map(|(at, _)| {
+            let rest = &text[at + 18..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            (!digits.is_empty()).then(|| format!("https://blog.test/{digits}/"))
+        })
+        .collect()
+}
+
+fn feed_config(feed: &FeedServer) -> String {
+    format!("[[feed]]\nurl = {:?}\ninterval = \"1h\"\nmax_new_per_poll = 20\n\n", feed.url)
+}
+
+fn mastodon_world() -> World {
+    let masto = std::rc::Rc::new(mastodon::Mastodon::start());
+    masto.set_rate_limit(100_000, Duration::from_secs(300));
+    let me = masto.add_account("blogger", "The Blogger");
+    let fan = masto.add_remote_account("fan", "other.host", "Fan");
+    let proxy = FaultProxy::start(&masto.url(), &[]);
+    let feed = FeedServer::start(&rss(&blog(1..=OLD)));
+    let sb = Sandbox::new();
+    let secret = masto.token_for(&me);
+    let file = secret_file(&sb, "token", &secret);
+    sb.write_config(&format!(
+        "{}[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n",
+        feed_config(&feed),
+        proxy.url
+    ));
+    let (m1, m2) = (masto.clone(), masto);
+    World {
+        name: "mastodon",
+        proxy,
+        feed,
+        sb,
+        secret,
+        create: "/api/v1/statuses".into(),
+        mentions: "/api/v1/notifications".into(),
+        long_429: false,
+        announced: Box::new(move || {
+            m1.statuses_of(&me)
+                .iter()
+                .filter(|s| s["in_reply_to_id"].is_null())
+                .flat_map(|s| blog_links(s["content"].as_str().unwrap_or_default()))
+                .collect()
+        }),
+        mention: Box::new(move |i| {
+            m2.post_as(&fan, &format!("@blogger fault note {i}"), None, &[]);
+        }),
+    }
+}
+
+fn x_world() -> World {
+    const CLIENT: &str = "fault-client";
+    let x = std::rc::Rc::new(x::X::start());
+    let me = x.add_user("blogger", "The Blogger");
+    let fan = x.add_user("fan", "Fan");
+    x.add_client(CLIENT, None, "http://127.0.0.1:1/callback");
+    let (access, refresh) = x.issue_tokens(&me, CLIENT);
+    let proxy = FaultProxy::start(&x.url(), &[]);
+    let feed = FeedServer::start(&rss(&blog(1..=OLD)));
+    let sb = Sandbox::new();
+    sb.write_config(&format!(
+        "{}[[account]]\nname = \"x\"\nkind = \"x\"\nclient_id = {CLIENT:?}\nserver = {:?}\ninterval = \"2s\"\n",
+        feed_config(&feed),
+        proxy.url
+    ));
+    // The session a login leaves, written where the daemon keeps it.
+    let expires = chrono::Utc::now().timestamp() + 7200;
+    let session: BTreeMap<String, String> = [
+        ("access_token", access.clone()),
+        ("refresh_token", refresh),
+        ("expires_at", expires.to_string()),
+        ("user_id", me.clone()),
+        ("username", "blogger".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let store = presenced::store::Store::open(&sb.state_dir()).unwrap();
+    let mut state = store.load().unwrap().unwrap_or_default();
+    state.accounts.entry("x".into()).or_default().data = session;
+    store.save(&state).unwrap();
+    drop(store);
+    let (x1, x2) = (x.clone(), x);
+    let mentions = format!("/2/users/{me}/mentions");
+    World {
+        name: "x",
+        proxy,
+        feed,
+        sb,
+        secret: access,
+        create: "/2/tweets".into(),
+        mentions,
+        long_429: true,
+        announced: Box::new(move || {
+            x1.posts_of(&me)
+                .iter()
+                .filter(|p| p["referenced_tweets"].is_null())
+                .flat_map(|p| {
+                    let urls = p["entities"]["urls"].as_array().cloned().unwrap_or_default();
+                    urls.iter()
+                        .flat_map(|u| blog_links(u["expanded_url"].as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }),
+        mention: Box::new(move |i| {
+            x2.post_as(&fan, &format!("@blogger fault note {i}"), None);
+        }),
+    }
+}
+
+fn facebook_world() -> World {
+    let fb = std::rc::Rc::new(facebook::Facebook::start());
+    let page = fb.add_page("My Blog");
+    let secret = fb.page_token(&page);
+    let fan = fb.add_user("Fan Person");
+    let proxy = FaultProxy::start(&fb.url(), &[]);
+    let feed = FeedServer::start(&rss(&blog(1..=OLD)));
+    let sb = Sandbox::new();
+    let file = secret_file(&sb, "token", &secret);
+    sb.write_config(&format!(
+        "{}[[account]]\nname = \"fb\"\nkind = \"facebook\"\npage_id = {page:?}\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n",
+        feed_config(&feed),
+        format!("{}/v25.0", proxy.url)
+    ));
+    let (f1, f2, p2) = (fb.clone(), fb, page.clone());
+    World {
+        name: "facebook",
+        proxy,
+        feed,
+        sb,
+        secret,
+        create: format!("/v25.0/{page}/feed"),
+        // Comments on the Page's posts (`/v25.0/PAGE_POST/comments`).
+        mentions: format!("/v25.0/{page}_"),
+        long_429: true,
+        announced: Box::new(move || {
+            f1.posts_of(&page)
+                .iter()
+                .flat_map(|p| blog_links(p["link"].as_str().unwrap_or_default()))
+                .collect()
+        }),
+        mention: Box::new(move |i| {
+            // A top-level comment on the oldest announcement: a conversation of its own.
+            let posts = f2.posts_of(&p2);
+            let post =
+                posts.last().expect("a Page post to comment on")["id"].as_str().unwrap().to_owned();
+            f2.comment_as(&fan, &post, &format!("fault note {i}"));
+        }),
+    }
+}
+
+fn bluesky_world(net: &'static bsky::Net) -> World {
+    let alice = std::rc::Rc::new(net.account("alice"));
+    let carol = net.account("carol");
+    let proxy = FaultProxy::start(&net.pds, &[&net.pds_public]);
+    let feed = FeedServer::start(&rss(&blog(1..=OLD)));
+    let sb = Sandbox::new();
+    let secret = alice.app_password.clone();
+    let file = secret_file(&sb, "password", &secret);
+    sb.write_config(&format!(
+        "{}[[account]]\nname = \"sky\"\nkind = \"bluesky\"\nservice = {:?}\nhandle = {:?}\ninterval = \"2s\"\npassword = {{ file = {file:?} }}\n",
+        feed_config(&feed),
+        proxy.url,
+        alice.handle
+    ));
+    let a2 = alice.clone();
+    World {
+        name: "bluesky",
+        proxy,
+        feed,
+        sb,
+        secret,
+        create: "/xrpc/com.atproto.repo.putRecord".into(),
+        mentions: "/xrpc/app.bsky.notification.listNotifications".into(),
+        long_429: false,
+        announced: Box::new(move || {
+            alice
+                .posts()
+                .iter()
+                .filter(|(_, v)| v.get("reply").is_none())
+                .flat_map(|(_, v)| {
+                    bsky::facets_of(v, "link")
+                        .into_iter()
+                        .flat_map(|(_, f)| blog_links(f["uri"].as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }),
+        mention: Box::new(move |i| {
+            carol.mention(&a2, &format!("fault note {i}"));
+            net.process_all();
+        }),
+    }
+}
+
+fn post_faults(long_429: bool) -> Vec<Fault> {
+    let mut faults = vec![
+        Fault::Lose,
+        Fault::Status { status: 429, retry_after: Some(1) },
+        Fault::Status { status: 503, retry_after: None },
+        Fault::Status { status: 500, retry_after: None },
+        Fault::Html(502),
+        Fault::HtmlAfter,
+        Fault::Truncate,
+        Fault::Garbage,
+        Fault::Huge(HUGE),
+        Fault::Trickle(Duration::from_secs(2)),
+    ];
+    if !long_429 {
+        faults.push(Fault::Status { status: 429, retry_after: None });
+    }
+    faults
+}
+
+fn mention_faults(long_429: bool) -> Vec<Fault> {
+    let mut faults = vec![
+        Fault::Status { status: 503, retry_after: None },
+        Fault::Status { status: 502, retry_after: None },
+        Fault::Status { status: 429, retry_after: Some(1) },
+        Fault::Lose,
+        Fault::Truncate,
+        Fault::Garbage,
+        Fault::HtmlAfter,
+        Fault::Html(503),
+        Fault::Huge(HUGE),
+        Fault::Duplicate,
+        Fault::Reverse,
+        Fault::Replay,
+        Fault::Trickle(Duration::from_secs(1)),
+    ];
+    if !long_429 {
+        faults.push(Fault::Status { status: 429, retry_after: None });
+    }
+    faults
+}
+
+impl World {
+    fn status(&self) -> Value {
+        self.sb.ctl_json(&["status"])
+    }
+
+    fn announcements(&self) -> Vec<Value> {
+        self.sb.ctl_json(&["posts", "--all"]).as_array().unwrap().clone()
+    }
+
+    fn conversations(&self) -> Vec<Value> {
+        self.sb.ctl_json(&["list", "--all"]).as_array().unwrap().clone()
+    }
+
+    fn start(&self) -> Daemon {
+        let daemon = self.sb.start();
+        let ready = wait_until(LIMIT, || {
+            let st = self.status();
+            st["accounts"][0]["health"] == "ok" && st["feeds"][0]["baseline_taken"] == true
+        });
+        assert!(ready, "{}: ready: {:#}\n{}", self.name, self.status(), self.sb.log());
+        daemon
+    }
+
+    /// Every error text `status` and `posts` show now (account health, announcement
+    /// details), checked to be one line without the secret.
+    fn shown_errors(&self) -> Vec<String> {
+        let mut shown = Vec::new();
+        if let Some(h) = self.status()["accounts"][0]["health"].as_str() {
+            if h != "ok" {
+                shown.push(h.to_owned());
+            }
+        }
+        for a in self.announcements() {
+            if let Some(d) = a["accounts"][0]["detail"].as_str() {
+                if a["accounts"][0]["state"] == "failed" {
+                    shown.push(d.to_owned());
+                }
+            }
+        }
+        let human = text(&self.sb.ctl(&["status"]).stdout);
+        for e in &shown {
+            assert!(!e.contains('\n') && e.len() < 1000, "{}: one short line: {e:?}", self.name);
+            assert!(!e.contains(&self.secret), "{}: the secret shows: {e}", self.name);
+        }
+        assert!(!human.contains(&self.secret), "{}: the secret shows: {human}", self.name);
+        shown
+    }
+}
+
+/// The matrix on one network: faults on the post and mention endpoints at once, new
+/// articles and mentions arriving meanwhile.
+fn matrix(w: World) {
+    let mut seed = seed();
+    let started = Instant::now();
+    let mut daemon = w.start();
+    let pid = daemon.pid() as u32;
+    let mut posts = post_faults(w.long_429);
+    let mut reads = mention_faults(w.long_429);
+    shuffle(&mut posts, &mut seed);
+    shuffle(&mut reads, &mut seed);
+    eprintln!("{}: post faults {posts:?}\n{}: mention faults {reads:?}", w.name, w.name);
+    w.proxy.inject_all("POST", &w.create, &posts);
+    w.proxy.inject_all("GET", &w.mentions, &reads);
+    if w.long_429 {
+        // Last, so that its long wait holds up no other article.
+        w.proxy.inject("POST", &w.create, Fault::Status { status: 429, retry_after: None }, 1);
+    }
+    let newest = OLD + posts.len() as i64 + i64::from(w.long_429);
+    w.feed.set_body(&rss(&blog(1..=newest)));
+    assert!(w.sb.ctl(&["poll"]).status.success());
+
+    let mut errors = Vec::new();
+    let mut mentioned = 0;
+    let mut hwm = 0;
+    let mut retried_by_hand = false;
+    let posted = |w: &World| {
+        w.announcements().iter().filter(|a| a["accounts"][0]["state"] == "posted").count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(75);
+    loop {
+        assert!(
+            daemon.wait_exit(Duration::ZERO).is_none(),
+            "{}: the daemon exited\n{}",
+            w.name,
+            w.sb.log()
+        );
+        hwm = hwm.max(status_kib(pid, "VmHWM:"));
+        errors.extend(w.shown_errors());
+        if mentioned < MENTIONS && !(w.announced)().is_empty() {
+            (w.mention)(mentioned);
+            mentioned += 1;
+        }
+        let all_posted = posted(&w) == (newest - OLD) as usize;
+        if w.long_429 && !retried_by_hand && w.proxy.pending() == 0 {
+            // The 429 without a hint: that article waits long (no second attempt yet), until
+            // a person says retry.
+            let held = w.announcements().into_iter().find(|a| {
+                a["accounts"][0]["state"] == "failed"
+                    && a["accounts"][0]["detail"].as_str().unwrap_or_default().contains("429")
+            });
+            if let Some(a) = held {
+                let wait =
+                    a["accounts"][0]["at"].as_i64().unwrap() - chrono::Utc::now().timestamp();
+                assert!(wait >= 50, "{}: a bare 429 waits at least a minute: {a:#}", w.name);
+                std::thread::sleep(Duration::from_secs(2));
+                let link = a["url"].as_str().unwrap();
+                let attempts = w
+                    .proxy
+                    .requests_to("POST", &w.create)
+                    .iter()
+                    .filter(|r| is_for(r, link))
+                    .count();
+                assert_eq!(
+                    attempts,
+                    1,
+                    "{}: no second attempt during the wait\n{}",
+                    w.name,
+                    w.proxy.log()
+                );
+                let id = a["id"].to_string();
+                let out = w.sb.ctl(&["posts", "retry", &id]);
+                assert!(out.status.success(), "{}", text(&out.stderr));
+                retried_by_hand = true;
+            }
+        }
+        let done = all_posted
+            && w.proxy.pending() == 0
+            && mentioned == MENTIONS
+            && w.conversations().len() >= MENTIONS;
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: not done: {} of {} posted, {} faults left, {} conversations\n{:#?}\n{}\n{}",
+            w.name,
+            posted(&w),
+            newest - OLD,
+            w.proxy.pending(),
+            w.conversations().len(),
+            w.announcements(),
+            w.sb.log(),
+            w.proxy.log()
+        );
+        assert!(w.sb.ctl(&["poll"]).status.success());
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    // Late doubles would show up now.
+    std::thread::sleep(Duration::from_secs(3));
+    let took = started.elapsed();
+
+    // Every article exactly once, on the remote's own record.
+    let mut links = (w.announced)();
+    links.sort();
+    let expected: Vec<String> =
+        ((OLD + 1)..=newest).map(|n| format!("https://blog.test/{n}/")).collect();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(links, want, "{}: each article once\n{}", w.name, w.proxy.log());
+
+    // Each mention exactly once, one conversation each.
+    let convs = w.conversations();
+    let mut notes: Vec<String> = Vec::new();
+    for c in &convs {
+        let shown = w.sb.ctl_json(&["show", c["id"].as_str().unwrap()]);
+        for m in shown["messages"].as_array().unwrap() {
+            let t = m["text"].as_str().unwrap();
+            if let Some(at) = t.find("fault note ") {
+                notes.push(t[at..].to_owned());
+            }
+        }
+    }
+    notes.sort();
+    let mut want: Vec<String> = (0..MENTIONS).map(|i| format!("fault note {i}")).collect();
+    want.sort();
+    assert_eq!(notes, want, "{}: each mention once: {convs:#?}\n{}", w.name, w.proxy.log());
+    assert_eq!(convs.len(), MENTIONS, "{}: one conversation per mention", w.name);
+
+    // Backoff: per article, never more attempts than faults it met plus one; after a
+    // failure without a hint the next attempt waits the 5 s backoff, after `Retry-After: 1`
+    // it comes sooner.
+    let creates = w.proxy.requests_to("POST", &w.create);
+    for link in &expected {
+        let attempts: Vec<_> = creates.iter().filter(|r| is_for(r, link)).collect();
+        let faulted = attempts.iter().filter(|r| r.fault.is_some()).count();
+        assert!(!attempts.is_empty(), "{}: {link} was never sent\n{}", w.name, w.proxy.log());
+        assert!(
+            attempts.len() <= faulted + 1,
+            "{}: {link}: {} attempts for {faulted} faults\n{}",
+            w.name,
+            attempts.len(),
+            w.proxy.log()
+        );
+        for pair in attempts.windows(2) {
+            let gap = pair[1].at.saturating_sub(pair[0].at).as_secs_f64();
+            match &pair[0].fault {
+                Some(Fault::Status { retry_after: Some(1), .. }) => assert!(
+                    gap < 3.5,
+                    "{}: {link}: Retry-After 1 honoured, not the 5 s backoff: {gap:.1}s\n{}",
+                    w.name,
+                    w.proxy.log()
+                ),
+                Some(Fault::Status { status: 429, retry_after: None }) if w.long_429 => {}
+                Some(_) => assert!(
+                    gap >= 3.9,
+                    "{}: {link}: backoff after {:?}: {gap:.1}s\n{}",
+                    w.name,
+                    pair[0].fault,
+                    w.proxy.log()
+                ),
+                None => {}
+            }
+        }
+    }
+    // Mention reads: no hammering either (one fetch per 2 s interval, polls and retries
+    // included, with slack).
+    let reads = w.proxy.requests_to("GET", &w.mentions).len() as f64;
+    let per_second = reads / took.as_secs_f64();
+    assert!(per_second < 6.0, "{}: {reads} mention reads in {took:?}", w.name);
+
+    assert!(!errors.is_empty(), "{}: the faults showed in status", w.name);
+    let mut distinct = errors.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(hwm > 0 && hwm < MAX_HWM_KIB, "{}: VmHWM {hwm} KiB through 50 MiB answers", w.name);
+    assert!(daemon.wait_exit(Duration::ZERO).is_none(), "{}: still running", w.name);
+    assert!(!w.sb.log().contains("panicked"), "{}: {}", w.name, w.sb.log());
+    eprintln!(
+        "{}: {} articles, {MENTIONS} mentions, {} requests through the proxy in {:.1}s; \
+         VmHWM {hwm} KiB; {} distinct errors shown, e.g. {:?}",
+        w.name,
+        expected.len(),
+        w.proxy.requests().len(),
+        took.as_secs_f64(),
+        distinct.len(),
+        distinct.first()
+    );
+    daemon.kill9();
+}
+
+/// Whether a create request carries this article (its link, plain or form-encoded).
+fn is_for(r: &presence_e2e::fault_proxy::Seen, link: &str) -> bool {
+    let encoded: String = url::form_urlencoded::byte_serialize(link.as_bytes()).collect();
+    r.body.contains(link) || r.body.contains(&encoded)
+}
+
+#[test]
+fn mastodon_survives_server_faults() {
+    matrix(mastodon_world());
+}
+
+#[test]
+fn x_survives_server_faults() {
+    matrix(x_world());
+}
+
+#[test]
+fn facebook_survives_server_faults() {
+    matrix(facebook_world());
+}
+
+#[test]
+fn bluesky_survives_server_faults() {
+    let Some(net) = bsky::network() else { return };
+    matrix(bluesky_world(net));
+}
