@@ -212,6 +212,8 @@ struct World {
     burst: (u64, u64),
     /// Mentions per round.
     mentions: usize,
+    /// One answer in this many waits for the daemon's verdict before the kill.
+    ack_every: u64,
     /// How long the final, normal run may take to finish everything.
     settle: Duration,
 }
@@ -251,6 +253,7 @@ fn outbox_world() -> World {
         timing: Timing { min_ms: 1, max_ms: 30, long_every: 8, long_ms: 150 },
         burst: (10, 20),
         mentions: 0,
+        ack_every: 1,
         settle: Duration::from_secs(30),
     }
 }
@@ -281,6 +284,7 @@ fn mastodon_world() -> World {
         timing: FAST,
         burst: (10, 20),
         mentions: 3,
+        ack_every: 4,
         settle: Duration::from_secs(30),
     }
 }
@@ -339,6 +343,7 @@ fn x_world() -> World {
         timing: FAST,
         burst: (10, 20),
         mentions: 3,
+        ack_every: 4,
         settle: Duration::from_secs(30),
     }
 }
@@ -368,6 +373,7 @@ fn facebook_world() -> World {
         // newest post is still read after the next burst.
         burst: (10, 15),
         mentions: 3,
+        ack_every: 4,
         settle: Duration::from_secs(30),
     }
 }
@@ -391,9 +397,10 @@ fn bluesky_world(net: &'static Net) -> World {
         sb,
         feed,
         conversations: true,
-        timing: Timing { min_ms: 20, max_ms: 200, long_every: 5, long_ms: 900 },
+        timing: Timing { min_ms: 20, max_ms: 160, long_every: 6, long_ms: 600 },
         burst: (10, 20),
         mentions: 2,
+        ack_every: 5,
         settle: Duration::from_secs(90),
     }
 }
@@ -484,6 +491,9 @@ struct Progress {
     answers: BTreeMap<u64, bool>,
     /// Answers that ended refused by the network.
     answers_given_up: usize,
+    /// Announcements (by article) and answers (by number) in flight: in doubt at the next
+    /// start.
+    in_flight: (BTreeSet<u64>, BTreeSet<u64>),
 }
 
 fn progress(sb: &Sandbox, account: &str) -> Progress {
@@ -491,8 +501,10 @@ fn progress(sb: &Sandbox, account: &str) -> Progress {
     let mut p = Progress::default();
     for a in state.articles.values() {
         if let Some(ann) = a.announcements.get(account) {
-            if matches!(ann.status, AnnStatus::Posted { .. }) {
-                p.posted += 1;
+            match ann.status {
+                AnnStatus::Posted { .. } => p.posted += 1,
+                AnnStatus::InFlight { .. } => p.in_flight.0.extend(article_of(&a.link)),
+                _ => {}
             }
         }
     }
@@ -505,6 +517,9 @@ fn progress(sb: &Sandbox, account: &str) -> Progress {
                     let posted = matches!(a.status, AnnStatus::Posted { .. });
                     for n in answer_of(&m.text) {
                         p.answers.insert(n, posted);
+                    }
+                    if matches!(a.status, AnnStatus::InFlight { .. }) {
+                        p.in_flight.1.extend(answer_of(&m.text));
                     }
                     match a.status {
                         AnnStatus::Posted { .. } => {}
@@ -621,10 +636,18 @@ struct Tally {
     kills: u32,
     /// Kills after which the state on disk still had work to do.
     mid_work: u32,
+    /// Kills that left a post in flight (in doubt at the next start)...
+    in_doubt: u32,
+    /// ...of which the remote already had it: killed between the write and its record.
+    unrecorded: u32,
     rounds: u32,
     published: u64,
     mentions: u64,
     answers: Vec<(u64, u64, Ack)>,
+    /// Lives that waited for an answer's verdict before the kill.
+    waited: u32,
+    /// Why the daemon refused answers (digits dropped), and how often.
+    refusals: BTreeMap<String, usize>,
 }
 
 fn campaign(mut w: World) {
@@ -640,7 +663,6 @@ fn campaign(mut w: World) {
     let mut t = Tally { published: BASELINE, ..Tally::default() };
     let mut round_start = 0;
     let mut next_answer = 0;
-    let mut lives_ms = Vec::new();
     while t.kills < kills {
         let p = progress(&w.sb, w.account);
         let done = p.posted == t.published - BASELINE
@@ -663,19 +685,39 @@ fn campaign(mut w: World) {
         } else {
             rng.range(w.timing.min_ms, w.timing.max_ms)
         };
-        lives_ms.push(life);
-        // Half the lives, the human answers a conversation at a random moment of it.
+        // Half the lives, the human answers a conversation: mostly at a random moment of
+        // the life; one answer in `ack_every` once the account is ready, and the kill comes
+        // at a random moment after the daemon's verdict.
         let answerable: Vec<u64> =
             p.conversations.iter().filter(|(_, busy)| !busy).map(|(id, _)| *id).collect();
         let answer =
             (w.conversations && !answerable.is_empty() && rng.next() % 2 == 0).then(|| {
                 let id = answerable[(rng.next() % answerable.len() as u64) as usize];
-                (id, rng.range(0, life))
+                (id, rng.range(0, life), rng.range(1, w.ack_every) == 1)
             });
 
         let mut daemon = w.sb.spawn();
         let child = match answer {
-            Some((id, at)) => {
+            Some((id, _, true)) => {
+                let ready = wait_until(Duration::from_secs(10), || {
+                    let out = w.sb.ctl(&["--json", "status"]);
+                    out.status.success()
+                        && serde_json::from_slice::<Value>(&out.stdout)
+                            .is_ok_and(|st| st["accounts"][0]["health"] == "ok")
+                });
+                assert!(ready, "{}: the account gets ready\n{}", w.account, w.sb.log());
+                let n = next_answer;
+                next_answer += 1;
+                let mut child = spawn_answer(&w.sb, id, n);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_millis(rng.range(0, w.timing.max_ms)));
+                t.waited += 1;
+                Some((id, n, child))
+            }
+            Some((id, at, false)) => {
                 std::thread::sleep(Duration::from_millis(at));
                 let n = next_answer;
                 next_answer += 1;
@@ -692,7 +734,13 @@ fn campaign(mut w: World) {
         t.kills += 1;
         if let Some((id, n, child)) = child {
             let out = child.wait_with_output().unwrap();
-            t.answers.push((n, id, classify(&out)));
+            let ack = classify(&out);
+            if ack == Ack::Refused {
+                let why: String =
+                    text(&out.stderr).trim().chars().filter(|c| !c.is_ascii_digit()).collect();
+                *t.refusals.entry(why).or_default() += 1;
+            }
+            t.answers.push((n, id, ack));
         }
         let after = progress(&w.sb, w.account);
         if after.posted < t.published - BASELINE
@@ -701,15 +749,28 @@ fn campaign(mut w: World) {
         {
             t.mid_work += 1;
         }
+        let (articles, answers) = &after.in_flight;
+        if !articles.is_empty() || !answers.is_empty() {
+            t.in_doubt += 1;
+            let record = record_of(w.remote.as_ref());
+            if articles.iter().any(|n| record.articles.contains_key(n))
+                || answers.iter().any(|n| record.answers.contains_key(n))
+            {
+                t.unrecorded += 1;
+            }
+        }
     }
     let campaign_time = started.elapsed();
     let acks = |k: Ack| t.answers.iter().filter(|(_, _, a)| *a == k).count();
     let summary = format!(
-        "{}: {} kills ({} with work left on disk) in {:.1}s, {} rounds, {} new articles, {} mentions, \
-         answers: {} posted, {} saved, {} refused, {} not sent, {} cut off",
+        "{}: {} kills ({} with work left on disk, {} with a post in doubt, {} of them after the \
+         remote had it) in {:.1}s, {} rounds, {} new articles, {} mentions, answers: {} posted, \
+         {} saved, {} refused, {} not sent, {} cut off ({} lives waited for a verdict)",
         w.account,
         t.kills,
         t.mid_work,
+        t.in_doubt,
+        t.unrecorded,
         campaign_time.as_secs_f64(),
         t.rounds,
         t.published - BASELINE,
@@ -719,8 +780,10 @@ fn campaign(mut w: World) {
         acks(Ack::Refused),
         acks(Ack::NotSent),
         acks(Ack::Unknown),
+        t.waited,
     );
     eprintln!("{summary}");
+    eprintln!("{}: refusals: {:?}", w.account, t.refusals);
     assert!(
         t.mid_work * 2 >= t.kills,
         "most kills must land while there is work to do: {summary} (seed {seed})"
@@ -808,6 +871,8 @@ fn check(w: &World, t: &Tally, seed: u64, summary: &str) {
 
     // Answers: acknowledged → exactly once; refused or never sent → never; cut off → at
     // most once, and exactly as the daemon's record says.
+    let acknowledged = t.answers.iter().filter(|(_, _, a)| matches!(a, Ack::Posted | Ack::Saved));
+    assert!(acknowledged.count() > 0, "some answers must be acknowledged\n{ctx}");
     let issued: BTreeSet<u64> = t.answers.iter().map(|(n, _, _)| *n).collect();
     let strays: Vec<&u64> = record.answers.keys().filter(|n| !issued.contains(n)).collect();
     assert!(strays.is_empty(), "answers nobody gave: {strays:?}\n{ctx}");
@@ -831,6 +896,16 @@ fn check(w: &World, t: &Tally, seed: u64, summary: &str) {
             None => assert_eq!(on_remote, 0, "{why}"),
         }
     }
+    let cut: Vec<u64> =
+        t.answers.iter().filter(|(_, _, a)| *a == Ack::Unknown).map(|(n, _, _)| *n).collect();
+    let landed = cut.iter().filter(|n| record.answers.contains_key(n)).count();
+    eprintln!(
+        "{}: of {} answers cut off by a kill, {landed} landed once (durable before the kill), \
+         {} never",
+        w.account,
+        cut.len(),
+        cut.len() - landed
+    );
 }
 
 // ---------------------------------------------------------------------------------------
