@@ -197,12 +197,21 @@ struct ToolResult {
     /// Versions measured (peers: the Python packages).
     version: String,
     cycles: Vec<Cycle>,
-    /// (how it was first started on the existing feed, statuses of old articles it posted).
-    first_runs: Vec<(String, usize)>,
+    /// How it was first started on the existing feed, and what that did.
+    first_runs: Vec<FirstRun>,
     /// Mastodon requests of the second round's cycles (steady state), by new-item count.
     listings: Vec<(i64, Vec<String>)>,
     /// CPU ms and maxrss KiB of starting the program without work (peers only).
     startup: Option<(f64, u64)>,
+}
+
+/// A first start on the blog with FEED_ITEMS old articles.
+struct FirstRun {
+    how: String,
+    /// Statuses of old articles posted.
+    statuses: usize,
+    /// CPU ms and wall ms of the process (peers only).
+    cost: Option<(f64, f64)>,
 }
 
 /// Runs ROUNDS rounds of {nothing new, NEW_PER_CYCLE new} on `blog` for the tool posting as
@@ -286,6 +295,27 @@ fn wait_quiet(masto: &Mastodon) {
     }
 }
 
+/// The commit the product was built from, and whether its sources had uncommitted edits.
+fn source_revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "an unknown revision (no git)".into();
+    };
+    match git(&["status", "--porcelain", "--", "presenced", "presencectl", "Cargo.lock"]) {
+        Some(dirty) if !dirty.is_empty() => {
+            format!("commit {head} plus uncommitted edits to presenced/presencectl")
+        }
+        _ => format!("commit {head}"),
+    }
+}
+
 fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
     let me = masto.add_account("blogger", "The Blogger");
     let mut feed = blog.serve();
@@ -344,9 +374,13 @@ fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
     PresencedResult {
         tool: ToolResult {
             name: "presenced",
-            version: format!("release build of {}", env!("CARGO_PKG_VERSION")),
+            version: format!("release build of {}", source_revision()),
             cycles,
-            first_runs: vec![("default `on_first_run = baseline`".into(), first_run_statuses)],
+            first_runs: vec![FirstRun {
+                how: "default `on_first_run = baseline`".into(),
+                statuses: first_run_statuses,
+                cost: None,
+            }],
             listings,
             startup: None,
         },
@@ -611,18 +645,19 @@ fn run_peer(masto: &Mastodon, blog: Blog, peer: Peer) -> ToolResult {
             let (cpu, rss, _) = inst.run(peer.startup());
             startup = Some((cpu, rss));
         }
-        inst.run(run);
-        first_runs.push((what.to_owned(), masto.statuses_of(&account).len()));
+        let (cpu, _, wall) = inst.run(run);
+        let statuses = masto.statuses_of(&account).len();
+        first_runs.push(FirstRun { how: what.to_owned(), statuses, cost: Some((cpu, wall)) });
     }
 
     let me = masto.add_account(name, name);
     let mut feed = blog.serve();
     let inst = Install::new(peer, masto, &me, &feed.server.url);
     let (what, baseline) = peer.baseline();
-    inst.run(baseline);
-    let baseline_statuses = masto.statuses_of(&me).len();
-    assert_eq!(baseline_statuses, 0, "{name}: {what} posted\n{}", inst.log());
-    first_runs.push((what.to_owned(), baseline_statuses));
+    let (cpu, _, wall) = inst.run(baseline);
+    let statuses = masto.statuses_of(&me).len();
+    assert_eq!(statuses, 0, "{name}: {what} posted\n{}", inst.log());
+    first_runs.push(FirstRun { how: what.to_owned(), statuses, cost: Some((cpu, wall)) });
     let (cycles, listings) = measure_cycles(masto, &me, &mut feed, |_, _| inst.run(peer.cycle()));
     ToolResult { name, version: peer.versions(), cycles, first_runs, listings, startup }
 }
@@ -707,6 +742,16 @@ fn per(total: usize, n: usize) -> String {
         format!("{}", total / n)
     } else {
         format!("{:.1}", total as f64 / n as f64)
+    }
+}
+
+/// Milliseconds: two decimals for presenced's small figures, none for the peers' (GNU time
+/// measures in 10 ms steps).
+fn ms(v: f64) -> String {
+    if v < 100.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
     }
 }
 
@@ -805,9 +850,9 @@ fn main() {
         for new in [0, NEW_PER_CYCLE] {
             let s = summary(t, new);
             println!(
-                "| {} | {new} | {:.2} | {} | {:.0} | {} | {} | {} + {} | {} |",
+                "| {} | {new} | {} | {} | {:.0} | {} | {} | {} + {} | {} |",
                 t.name,
-                s.cpu_ms,
+                ms(s.cpu_ms),
                 s.peak_kib,
                 s.wall_ms,
                 s.statuses,
@@ -822,11 +867,11 @@ fn main() {
     for t in &tools {
         for c in &t.cycles {
             println!(
-                "- {} new={}: cpu {:.2} ms, peak {} KiB, wall {:.0} ms, {} statuses, \
+                "- {} new={}: cpu {} ms, peak {} KiB, wall {:.0} ms, {} statuses, \
                  {} announcing + {} inbox requests, feed {}×304 {}×200",
                 t.name,
                 c.new,
-                c.cpu_ms,
+                ms(c.cpu_ms),
                 c.peak_kib,
                 c.wall_ms,
                 c.statuses,
@@ -873,8 +918,12 @@ fn main() {
 
     println!("\n## First run on an existing {FEED_ITEMS}-item feed (statuses of old articles)\n");
     for t in &tools {
-        for (what, n) in &t.first_runs {
-            println!("- {}, {what}: {n}", t.name);
+        for r in &t.first_runs {
+            let cost = r
+                .cost
+                .map(|(cpu, wall)| format!(" ({cpu:.0} ms CPU, {:.1} s wall)", wall / 1e3))
+                .unwrap_or_default();
+            println!("- {}, {}: {}{cost}", t.name, r.how, r.statuses);
         }
     }
     println!();
