@@ -198,7 +198,8 @@ fn facebook_world() -> World {
     let page = fb.add_page("My Blog");
     let secret = fb.page_token(&page);
     let fan = fb.add_user("Fan Person");
-    let proxy = FaultProxy::start(&fb.url(), &[]);
+    let origin = fb.url().trim_end_matches("/v25.0").to_owned();
+    let proxy = FaultProxy::start(&origin, &[]);
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
     let file = secret_file(&sb, "token", &secret);
@@ -415,13 +416,16 @@ fn matrix(w: World) {
         if w.long_429 && !retried_by_hand && w.proxy.pending() == 0 {
             // The 429 without a hint: that article waits long (no second attempt yet), until
             // a person says retry.
-            let held = w.announcements().into_iter().find(|a| {
-                a["accounts"][0]["state"] == "failed"
-                    && a["accounts"][0]["detail"].as_str().unwrap_or_default().contains("429")
+            // The article that met the bare 429, known from the proxy's record.
+            let bare = Some(Fault::Status { status: 429, retry_after: None });
+            let met = w.proxy.requests_to("POST", &w.create).into_iter().find(|r| r.fault == bare);
+            let held = met.and_then(|r| {
+                w.announcements().into_iter().find(|a| is_for(&r, a["url"].as_str().unwrap()))
             });
-            if let Some(a) = held {
-                let wait =
-                    a["accounts"][0]["at"].as_i64().unwrap() - chrono::Utc::now().timestamp();
+            if let Some(a) = held.filter(|a| a["accounts"][0]["state"] == "failed") {
+                let at = a["accounts"][0]["at"].as_str().unwrap();
+                let at = chrono::DateTime::parse_from_rfc3339(at).unwrap().timestamp();
+                let wait = at - chrono::Utc::now().timestamp();
                 assert!(wait >= 50, "{}: a bare 429 waits at least a minute: {a:#}", w.name);
                 std::thread::sleep(Duration::from_secs(2));
                 let link = a["url"].as_str().unwrap();
@@ -438,8 +442,7 @@ fn matrix(w: World) {
                     w.name,
                     w.proxy.log()
                 );
-                let id = a["id"].to_string();
-                let out = w.sb.ctl(&["posts", "retry", &id]);
+                let out = w.sb.ctl(&["posts", "retry", a["id"].as_str().unwrap()]);
                 assert!(out.status.success(), "{}", text(&out.stderr));
                 retried_by_hand = true;
             }

@@ -150,6 +150,11 @@ pub(super) async fn send(
         request.send().await.map_err(|e| Failure::Net(transport_error(&e, what, effect)))?;
     let status = response.status();
     let usage = Usage::from_headers(response.headers());
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_WAIT));
     let cap = if status.is_success() { MAX_BODY } else { MAX_ERROR_BODY };
     let body = match read_body(&mut response, cap).await {
         Ok(b) => b,
@@ -177,9 +182,11 @@ pub(super) async fn send(
         let message = format!("{what}: HTTP {status}");
         let net = match status.as_u16() {
             401 | 403 => NetError::Unauthorized(message),
+            // Graph itself says 400 with a rate-limit code; a bare 429 comes from something
+            // in front of it, which says how long in `Retry-After` when it knows.
             429 => NetError::Transient {
                 message,
-                retry_after: Some(usage.regain.unwrap_or(RATE_WAIT)),
+                retry_after: Some(retry_after.or(usage.regain).unwrap_or(RATE_WAIT)),
             },
             400..=499 => NetError::Rejected(message),
             500..=599 if effect == Effect::Creates => NetError::InDoubt { message },

@@ -289,6 +289,35 @@ async fn failures_after_sending_are_in_doubt_and_rate_limits_wait() {
     assert_eq!(server.requests().len(), before);
 }
 
+/// Regression (server_faults): a bare 429 with `Retry-After` from a proxy in front of Graph
+/// waited the 15-minute default instead.
+#[tokio::test]
+async fn a_bare_429_waits_its_retry_after() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let server = Server::start(move |r| match (r.method.as_str(), r.path()) {
+        ("POST", _) => match n2.fetch_add(1, Ordering::SeqCst) {
+            0 => with_header(json(429, json!({"error": "slow down"})), "Retry-After", "3"),
+            _ => json(429, json!({"error": "slow down"})),
+        },
+        _ => me(),
+    })
+    .await;
+    let mut fb = fb(&server);
+    let p = post("https://blog.test/p");
+    let err = fb.post(&p).await.unwrap_err();
+    assert!(
+        matches!(err, NetError::Transient { retry_after: Some(w), .. } if w == Duration::from_secs(3)),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = fb.post(&p).await.unwrap_err();
+    assert!(
+        matches!(err, NetError::Transient { retry_after: Some(w), .. } if w == graph::RATE_WAIT),
+        "{err:?}"
+    );
+}
+
 fn comment(
     id: &str,
     from: (&str, &str),
