@@ -559,6 +559,9 @@ fn matrix(w: World) {
         distinct.len(),
         distinct.first()
     );
+    if std::env::var_os("FAULT_LOG").is_some() {
+        eprintln!("{}\n{}", w.proxy.log(), w.sb.log());
+    }
     daemon.kill9();
 }
 

@@ -318,3 +318,31 @@ fn descriptions_and_images() {
     assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
     assert_eq!(sniff_image(b"<html>"), None);
 }
+
+/// Regression (server_faults): a 429 with `Retry-After: 1` on one call made every call in the
+/// next second fail unsent, each counted as a failed attempt of the post it was for, so that
+/// a post's backoff grew to 40 s from two real faults. A window about to reset is waited out.
+#[tokio::test]
+async fn a_short_rate_limit_window_is_waited_out_not_failed() {
+    use crate::network::x::responder::{json as answer, with_header, Server};
+    let server = Server::start(|r| match r.path() {
+        "/xrpc/app.bsky.notification.listNotifications" => with_header(
+            answer(429, json!({"error": "RateLimitExceeded", "message": "slow down"})),
+            "Retry-After",
+            "1",
+        ),
+        _ => answer(200, json!({"uri": "at://x", "cid": "bafy"})),
+    })
+    .await;
+    let mut xrpc = xrpc::Xrpc::new(reqwest::Client::new());
+    let nsid = "app.bsky.notification.listNotifications";
+    let limited = xrpc.call(&server.base, Method::GET, nsid, &[], &xrpc::Body::None, None).await;
+    assert!(matches!(limited, Err(Failure::Status { status: 429, .. })), "{limited:?}");
+    let started = std::time::Instant::now();
+    let put = "com.atproto.repo.putRecord";
+    let body = xrpc::Body::Json(json!({}));
+    let written = xrpc.call(&server.base, Method::POST, put, &[], &body, None).await;
+    assert!(written.is_ok(), "{written:?}");
+    assert!(started.elapsed() >= Duration::from_millis(500), "the window was waited out");
+    assert_eq!(server.requests().len(), 2);
+}

@@ -21,6 +21,8 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Longest server-supplied message kept (it ends up in logs and in the state).
 const MAX_MESSAGE: usize = 300;
+/// A rate-limit window that resets within this long is waited out before sending.
+const WAIT_OUT: Duration = Duration::from_secs(5);
 /// Longest a rate limit makes us wait, whatever the headers say: Bluesky's longest window is
 /// a day, and a clock far off must not stall an account for longer.
 pub(super) const MAX_RATE_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -161,20 +163,26 @@ impl Xrpc {
         body: &Body,
         token: Option<&str>,
     ) -> Result<Value, Failure> {
-        let now = Utc::now();
         if let Some(until) = self.not_before {
+            let now = Utc::now();
             if until > now {
                 let wait = (until - now).to_std().unwrap_or(Duration::ZERO);
-                return Err(Failure::NotSent {
-                    message: format!(
-                        "rate limit reached; waiting {}s for the window to reset",
-                        wait.as_secs().max(1)
-                    ),
-                    wait: Some(wait.clamp(Duration::from_secs(1), MAX_RATE_WAIT)),
-                });
+                // A window about to reset is waited out here: refusing would count as a
+                // failed attempt and lengthen the post's backoff for nothing.
+                if wait > WAIT_OUT {
+                    return Err(Failure::NotSent {
+                        message: format!(
+                            "rate limit reached; waiting {}s for the window to reset",
+                            wait.as_secs().max(1)
+                        ),
+                        wait: Some(wait.clamp(Duration::from_secs(1), MAX_RATE_WAIT)),
+                    });
+                }
+                tokio::time::sleep(wait).await;
             }
             self.not_before = None;
         }
+        let now = Utc::now();
         let mut url = url::Url::parse(&format!("{}/xrpc/{nsid}", base.trim_end_matches('/')))
             .map_err(|e| Failure::Judged(NetError::Rejected(format!("{base}: {e}"))))?;
         if !query.is_empty() {
