@@ -591,3 +591,170 @@ fn bluesky_survives_server_faults() {
     let Some(net) = bsky::network() else { return };
     matrix(bluesky_world(net));
 }
+
+/// Two Mastodon accounts in one daemon, each behind its own proxy, so that a 60-second stall
+/// on one runs beside the storms on the other:
+/// - `stalled`: the answer to its post stalls after the headers (slow loris); the daemon
+///   gives up on its own timeout, the post is in doubt, found, and not repeated;
+/// - `stormy`: a 5xx storm on its post (backoff 5 s, then 10 s), a 5xx storm on its
+///   notifications (one request per interval, no hammering), a 429 with `Retry-After: 5`
+///   (no request before it), and its event stream cut in the middle of an event — each
+///   mention once, the article once.
+#[test]
+fn a_stalled_answer_and_storms_on_mastodon() {
+    let started = Instant::now();
+    let masto = mastodon::Mastodon::start();
+    masto.set_rate_limit(100_000, Duration::from_secs(300));
+    let (a, b) = (masto.add_account("blogger", "Blogger"), masto.add_account("second", "Second"));
+    let fan = masto.add_remote_account("fan", "other.host", "Fan");
+    let (pa, pb) = (FaultProxy::start(&masto.url(), &[]), FaultProxy::start(&masto.url(), &[]));
+    let feed = FeedServer::start(&rss(&blog(1..=OLD)));
+    let sb = Sandbox::new();
+    let (ta, tb) = (masto.token_for(&a), masto.token_for(&b));
+    let (fa, fb) = (secret_file(&sb, "a.token", &ta), secret_file(&sb, "b.token", &tb));
+    let account = |name: &str, proxy: &FaultProxy, file: &str| {
+        format!(
+            "[[account]]\nname = {name:?}\nkind = \"mastodon\"\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n\n",
+            proxy.url
+        )
+    };
+    sb.write_config(&format!(
+        "{}{}{}",
+        feed_config(&feed),
+        account("stalled", &pa, &fa),
+        account("stormy", &pb, &fb)
+    ));
+    let mut daemon = sb.start();
+    let ready = wait_until(LIMIT, || {
+        let st = sb.ctl_json(&["status"]);
+        st["accounts"].as_array().unwrap().iter().all(|a| a["health"] == "ok")
+            && st["feeds"][0]["baseline_taken"] == true
+            && pb.open_streams() == 1
+    });
+    assert!(ready, "{:#}\n{}", sb.ctl_json(&["status"]), sb.log());
+    let alive = |daemon: &mut Daemon| {
+        assert!(daemon.wait_exit(Duration::ZERO).is_none(), "the daemon exited\n{}", sb.log());
+    };
+    let link = "https://blog.test/4/";
+    let statuses_with = |who: &str| {
+        masto
+            .statuses_of(who)
+            .iter()
+            .filter(|s| blog_links(s["content"].as_str().unwrap()).contains(&link.to_owned()))
+            .count()
+    };
+
+    pa.inject("POST", "/api/v1/statuses", Fault::Stall, 1);
+    pb.inject("POST", "/api/v1/statuses", Fault::Status { status: 503, retry_after: None }, 2);
+    let storm = Fault::Status { status: 503, retry_after: None };
+    pb.inject("GET", "/api/v1/notifications", storm, 1000);
+    let storm_started = pb.requests().last().unwrap().at;
+    feed.set_body(&rss(&blog(1..=OLD + 1)));
+    assert!(sb.ctl(&["poll"]).status.success());
+    masto.post_as(&fan, "@second storm note", None, &[]);
+
+    // The notification storm: 12 s of 503s.
+    std::thread::sleep(Duration::from_secs(12));
+    alive(&mut daemon);
+    pb.clear_faults();
+    let in_storm: Vec<_> = pb
+        .requests_to("GET", "/api/v1/notifications")
+        .into_iter()
+        .filter(|r| r.at > storm_started && r.fault.is_some())
+        .collect();
+    // One fetch per 2 s tick, plus the stream's nudges and the one poll.
+    assert!(
+        (3..=10).contains(&in_storm.len()),
+        "{} notification requests in a 12 s storm\n{}",
+        in_storm.len(),
+        pb.log()
+    );
+    let health = sb.ctl_json(&["status"])["accounts"][1]["health"].as_str().unwrap().to_owned();
+    assert!(health.contains("503") && !health.contains('\n') && !health.contains(&tb), "{health}");
+
+    // The post storm: three attempts, 5 s then 10 s apart, one status.
+    assert!(wait_until(LIMIT, || statuses_with(&b) == 1), "{}\n{}", pb.log(), sb.log());
+    let attempts = pb.requests_to("POST", "/api/v1/statuses");
+    assert_eq!(attempts.len(), 3, "{}", pb.log());
+    let gaps: Vec<f64> =
+        attempts.windows(2).map(|p| p[1].at.saturating_sub(p[0].at).as_secs_f64()).collect();
+    assert!(gaps[0] >= 3.9 && gaps[1] >= 8.9 && gaps[1] < 13.0, "backoff 5 s, 10 s: {gaps:?}");
+
+    // Retry-After on the notifications: nothing before it, whatever the ticks and polls.
+    pb.inject(
+        "GET",
+        "/api/v1/notifications",
+        Fault::Status { status: 429, retry_after: Some(5) },
+        1,
+    );
+    assert!(wait_until(LIMIT, || pb.pending() == 0));
+    let limited = pb.requests_to("GET", "/api/v1/notifications").last().unwrap().at;
+    for _ in 0..3 {
+        assert!(sb.ctl(&["poll"]).status.success());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(wait_until(LIMIT, || pb
+        .requests_to("GET", "/api/v1/notifications")
+        .last()
+        .unwrap()
+        .at
+        > limited));
+    let next = pb
+        .requests_to("GET", "/api/v1/notifications")
+        .into_iter()
+        .find(|r| r.at > limited)
+        .unwrap();
+    let gap = next.at.saturating_sub(limited).as_secs_f64();
+    assert!(gap >= 3.9, "Retry-After 5 honoured: next request after {gap:.1}s\n{}", pb.log());
+
+    // The stream cut in the middle of an event.
+    assert!(wait_until(LIMIT, || pb.open_streams() == 1), "the stream is back");
+    pb.cut_next_stream_event();
+    masto.post_as(&fan, "@second cut note", None, &[]);
+    let notes = || {
+        let list = sb.ctl_json(&["list", "--all"]);
+        let texts: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["last_message"]["text"].as_str().unwrap().to_owned())
+            .collect();
+        texts
+    };
+    assert!(wait_until(LIMIT, || notes().len() == 2), "{:?}\n{}\n{}", notes(), pb.log(), sb.log());
+    let mut got = notes();
+    got.sort();
+    assert_eq!(got, ["@second cut note", "@second storm note"], "each mention once");
+
+    // The stall: the daemon gives up on its own, and the post it made is found, not repeated.
+    let gave_up = wait_until(Duration::from_secs(80), || {
+        pa.requests_to("POST", "/api/v1/statuses")
+            .first()
+            .is_some_and(|r| r.note.starts_with("gave up"))
+    });
+    assert!(gave_up, "{}", pa.log());
+    let note = pa.requests_to("POST", "/api/v1/statuses")[0].note.clone();
+    let secs: f64 =
+        note.trim_start_matches("gave up after ").trim_end_matches('s').parse().unwrap();
+    assert!((50.0..=75.0).contains(&secs), "the request timeout ends a stalled answer: {note}");
+    let posted = wait_until(LIMIT, || {
+        sb.ctl_json(&["posts"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["accounts"].as_array().unwrap().iter().all(|a| a["state"] == "posted"))
+    });
+    assert!(posted, "{:#}\n{}", sb.ctl_json(&["posts"]), pa.log());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(statuses_with(&a), 1, "the stalled post once\n{}", pa.log());
+    assert_eq!(statuses_with(&b), 1);
+    assert_eq!(pa.requests_to("POST", "/api/v1/statuses").len(), 1, "found, not sent again");
+    alive(&mut daemon);
+    assert!(!sb.log().contains(&ta) && !sb.log().contains(&tb));
+    eprintln!(
+        "stall: gave up after {secs:.1}s; post storm gaps {gaps:?}; {} notification requests \
+         in a 12 s storm; Retry-After 5 → next after {gap:.1}s; {:.1}s in all",
+        in_storm.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
