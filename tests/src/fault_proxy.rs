@@ -218,6 +218,11 @@ impl FaultProxy {
         self.inner.lock().rules.clear();
     }
 
+    /// Drops the faults still waiting for requests with exactly this method and prefix.
+    pub fn clear(&self, method: &str, path_prefix: &str) {
+        self.inner.lock().rules.retain(|r| r.method != method || r.prefix != path_prefix);
+    }
+
     /// Every request so far, in the order they arrived.
     pub fn requests(&self) -> Vec<Seen> {
         self.inner.lock().seen.clone()

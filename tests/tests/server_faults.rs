@@ -518,12 +518,9 @@ fn matrix(w: World) {
         for pair in attempts.windows(2) {
             let gap = pair[1].at.saturating_sub(pair[0].at).as_secs_f64();
             match &pair[0].fault {
-                Some(Fault::Status { retry_after: Some(1), .. }) => assert!(
-                    gap < 3.5,
-                    "{}: {link}: Retry-After 1 honoured, not the 5 s backoff: {gap:.1}s\n{}",
-                    w.name,
-                    w.proxy.log()
-                ),
+                // Sooner than the backoff, unless the worker was busy meanwhile (a trickle):
+                // the two-account test measures it alone.
+                Some(Fault::Status { retry_after: Some(_), .. }) => {}
                 Some(Fault::Status { status: 429, retry_after: None }) if w.long_429 => {}
                 Some(_) => assert!(
                     gap >= 3.9,
@@ -646,6 +643,7 @@ fn a_stalled_answer_and_storms_on_mastodon() {
 
     pa.inject("POST", "/api/v1/statuses", Fault::Stall, 1);
     pb.inject("POST", "/api/v1/statuses", Fault::Status { status: 503, retry_after: None }, 2);
+    pb.inject("POST", "/api/v1/statuses", Fault::Status { status: 429, retry_after: Some(3) }, 1);
     let storm = Fault::Status { status: 503, retry_after: None };
     pb.inject("GET", "/api/v1/notifications", storm, 1000);
     let storm_started = pb.requests().last().unwrap().at;
@@ -656,7 +654,7 @@ fn a_stalled_answer_and_storms_on_mastodon() {
     // The notification storm: 12 s of 503s.
     std::thread::sleep(Duration::from_secs(12));
     alive(&mut daemon);
-    pb.clear_faults();
+    pb.clear("GET", "/api/v1/notifications");
     let in_storm: Vec<_> = pb
         .requests_to("GET", "/api/v1/notifications")
         .into_iter()
@@ -672,13 +670,20 @@ fn a_stalled_answer_and_storms_on_mastodon() {
     let health = sb.ctl_json(&["status"])["accounts"][1]["health"].as_str().unwrap().to_owned();
     assert!(health.contains("503") && !health.contains('\n') && !health.contains(&tb), "{health}");
 
-    // The post storm: three attempts, 5 s then 10 s apart, one status.
-    assert!(wait_until(LIMIT, || statuses_with(&b) == 1), "{}\n{}", pb.log(), sb.log());
+    // The post storm: two 503s, 5 s then 10 s apart, then a 429 with `Retry-After: 3`
+    // (instead of the next backoff, 20 s), then the status, once.
+    let posted_b = wait_until(LIMIT, || {
+        pb.requests_to("POST", "/api/v1/statuses").len() == 4 && statuses_with(&b) == 1
+    });
+    assert!(posted_b, "{}\n{}", pb.log(), sb.log());
     let attempts = pb.requests_to("POST", "/api/v1/statuses");
-    assert_eq!(attempts.len(), 3, "{}", pb.log());
     let gaps: Vec<f64> =
         attempts.windows(2).map(|p| p[1].at.saturating_sub(p[0].at).as_secs_f64()).collect();
-    assert!(gaps[0] >= 3.9 && gaps[1] >= 8.9 && gaps[1] < 13.0, "backoff 5 s, 10 s: {gaps:?}");
+    assert!(
+        gaps[0] >= 3.9 && gaps[1] >= 8.9 && gaps[1] < 13.0 && gaps[2] >= 1.9 && gaps[2] < 6.0,
+        "backoff 5 s, 10 s, then Retry-After 3 s: {gaps:?}\n{}",
+        pb.log()
+    );
 
     // Retry-After on the notifications: nothing before it, whatever the ticks and polls.
     pb.inject(
