@@ -24,7 +24,7 @@ use crate::fit::{self, Parts, Rules};
 use crate::inbox::{AnswerRef, ConvError};
 use crate::network::{self, AccountInfo, Job, Mentions, Post, Reply, Worker};
 use crate::notify;
-use crate::state::{self, AnnStatus, ConvStatus, Conversation, Outcome, State, Unix};
+use crate::state::{self, AnnStatus, Change, ConvStatus, Conversation, Outcome, State, Unix};
 use crate::store::Store;
 
 /// Capacity of the core's inbox: senders wait when the core is busy (backpressure), they
@@ -124,7 +124,10 @@ pub struct Core {
     started_at: Unix,
     /// Set while the state cannot be written; nothing is posted meanwhile.
     not_durable: Option<String>,
+    /// The state changed in a way only a full save records.
     dirty: bool,
+    /// Announcement steps since the last save: journaled while a burst is in flight.
+    changes: Vec<Change>,
     /// Replies to mutating requests wait until the change is durable.
     replies: Vec<(oneshot::Sender<Response>, Response)>,
     /// `presencectl answer` waits for the network's verdict, by answer key.
@@ -172,6 +175,7 @@ impl Core {
             started_at: now(),
             not_durable: None,
             dirty: false,
+            changes: Vec::new(),
             replies: Vec::new(),
             answer_waiters: BTreeMap::new(),
             watchdog: notify::watchdog_interval(),
@@ -370,8 +374,13 @@ impl Core {
                 }
             }
         }
-        self.state.finish(article, account, outcome, now());
-        self.dirty = true;
+        self.change(Change::Finish { article, account: account.to_owned(), outcome, at: now() });
+    }
+
+    /// Applies one announcement step, to be made durable by the next [`Core::settle`].
+    fn change(&mut self, change: Change) {
+        self.state.apply(change.clone());
+        self.changes.push(change);
     }
 
     fn on_answered(&mut self, account: &str, answer: AnswerRef, outcome: Outcome) {
@@ -431,13 +440,23 @@ impl Core {
         if self.not_durable.is_none() {
             self.begin_announcements();
         }
-        if self.dirty {
-            match self.store.save(&self.state) {
+        if self.dirty || !self.changes.is_empty() {
+            // Mid-burst, the steps go to the journal; when the burst is over (or anything
+            // else changed) the whole state is written, so that a quiet daemon's state file
+            // is complete on its own.
+            let burst = !self.dirty && !self.state.in_flight().is_empty();
+            let saved = if burst {
+                self.store.commit(&self.state, &self.changes)
+            } else {
+                self.store.save(&self.state)
+            };
+            match saved {
                 Ok(()) => {
                     if let Some(err) = self.not_durable.take() {
                         tracing::info!("state is writable again (was: {err}); resuming");
                     }
                     self.dirty = false;
+                    self.changes.clear();
                 }
                 Err(err) => {
                     let err = err.to_string();
@@ -466,6 +485,7 @@ impl Core {
     /// the human's answers before announcements.
     fn begin_announcements(&mut self) {
         let now = now();
+        let mut begun = Vec::new();
         for (name, acc) in &self.accounts {
             let Some(rules) = acc.rules else { continue };
             if acc.busy.is_some()
@@ -493,17 +513,24 @@ impl Core {
                 summary: &article.summary,
                 tags: &article.tags,
             };
+            let account = name.clone();
             match fit::render(template, &parts, &rules) {
-                Ok(text) => {
-                    self.state.begin(id, name, text, now);
-                }
+                Ok(text) => begun.push(Change::Begin { article: id, account, text, at: now }),
                 Err(e) => {
-                    self.state.begin(id, name, String::new(), now);
                     let error = format!("cannot fit the announcement: {e}");
-                    self.state.finish(id, name, Outcome::GiveUp { error }, now);
+                    begun.push(Change::Begin {
+                        article: id,
+                        account: account.clone(),
+                        text: String::new(),
+                        at: now,
+                    });
+                    let outcome = Outcome::GiveUp { error };
+                    begun.push(Change::Finish { article: id, account, outcome, at: now });
                 }
             }
-            self.dirty = true;
+        }
+        for change in begun {
+            self.change(change);
         }
     }
 

@@ -47,14 +47,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging();
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("presenced: cannot start the runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("presenced: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(start(config, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -103,10 +102,14 @@ async fn start(config: config::Config, env: config::Env) -> anyhow::Result<()> {
 
 /// To the journal with structured fields under systemd, readable lines on stderr elsewhere.
 fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("PRESENCED_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // `Targets` takes the usual `level` or `target=level,...` directives without pulling a
+    // regex engine into a daemon that should stay small.
+    let filter = std::env::var("PRESENCED_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()

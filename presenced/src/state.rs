@@ -384,6 +384,18 @@ impl State {
         }
     }
 
+    /// Replays one journaled step of an announcement (see [`Change`]).
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Begin { article, account, text, at } => {
+                self.begin(article, &account, text, at);
+            }
+            Change::Finish { article, account, outcome, at } => {
+                self.finish(article, &account, outcome, at);
+            }
+        }
+    }
+
     /// Failed announcements whose retry time has come go back to pending.
     pub fn due_retries(&mut self, now: Unix) -> usize {
         let mut n = 0;
@@ -442,8 +454,20 @@ impl State {
     }
 }
 
+/// One step of an announcement, exactly as the core made it: the store journals these
+/// between full saves (a burst of posts appends a few hundred bytes per post instead of
+/// rewriting the whole state), and loading replays them through [`State::apply`], the same
+/// rules that made them. Part of the journal's format: append-only, like the state types.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// [`State::begin`]: pending → in flight, with the text fixed.
+    Begin { article: u64, account: String, text: String, at: Unix },
+    /// [`State::finish`]: what the network said.
+    Finish { article: u64, account: String, outcome: Outcome, at: Unix },
+}
+
 /// What a network said about one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Posted {
         remote_id: String,

@@ -12,8 +12,13 @@
 //! A file that is corrupt, truncated or from a newer presenced is never overwritten and
 //! never replaced by an empty state: loading fails with a message naming the file.
 //! An exclusive lock on `state.lock` keeps two daemons off one state directory.
+//!
+//! Between full saves, announcement steps can be appended to `state.journal` instead (see
+//! [`journal`]); loading replays them.
 
-use std::cell::Cell;
+mod journal;
+
+use std::cell::{Cell, RefCell};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
@@ -21,7 +26,8 @@ use std::path::{Path, PathBuf};
 
 use bincode::Options;
 
-use crate::state::State;
+use crate::state::{Change, State};
+use journal::{Base, Journal};
 
 const MAGIC: &[u8; 5] = b"PRSNC";
 /// Version 1 is the first format. A later version keeps a frozen copy of each older
@@ -31,6 +37,9 @@ pub const FORMAT_VERSION: u16 = 1;
 /// that a corrupt length cannot make the loader allocate without bound.
 const MAX_BODY: u64 = 512 * 1024 * 1024;
 const HEADER: usize = 5 + 2 + 8;
+/// Records appended before a full save folds them into the state file: bounds the journal
+/// and the time a start spends replaying it.
+const MAX_JOURNAL_RECORDS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +68,11 @@ pub struct Store {
     /// The `state` this process last read whole or wrote, to tell it from a file put there
     /// by someone else.
     known: Cell<Option<FileId>>,
+    /// The state file the journal extends: the one this process last read whole or wrote.
+    base: Cell<Option<Base>>,
+    journal: RefCell<Journal>,
+    /// A failed append may have left a torn record: the next commit is a full save.
+    must_save: Cell<bool>,
 }
 
 /// Enough of a file's identity to notice a replacement or an edit in place.
@@ -97,6 +111,9 @@ impl Store {
             path: dir.join("state"),
             _lock: lock,
             known: Cell::new(None),
+            base: Cell::new(None),
+            journal: RefCell::new(Journal::new(dir)),
+            must_save: Cell::new(false),
         })
     }
 
@@ -108,7 +125,8 @@ impl Store {
         &self.dir
     }
 
-    /// The saved state, or `None` when there is none yet (a first start).
+    /// The saved state with its journal replayed, or `None` when there is none yet (a first
+    /// start).
     pub fn load(&self) -> Result<Option<State>, StoreError> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
@@ -129,12 +147,44 @@ impl Store {
             }
             Err(e) => return Err(io(&self.path, "read")(e)),
         };
-        let state = decode(&bytes, &self.path)?;
+        let mut state = decode(&bytes, &self.path)?;
         self.known.set(fs::metadata(&self.path).ok().map(|m| FileId::of(&m)));
+        let base = Base::of(&bytes);
+        for change in self.journal.borrow_mut().read(base)? {
+            state.apply(change);
+        }
+        self.base.set(Some(base));
         Ok(Some(state))
     }
 
+    /// Makes `changes`, already applied to `state`, durable: appended to the journal when
+    /// it extends the state file on disk, else by a full save.
+    pub fn commit(&self, state: &State, changes: &[Change]) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let unchanged = fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| Some(FileId::of(&meta)) == self.known.get());
+        let mut journal = self.journal.borrow_mut();
+        match self.base.get() {
+            Some(base)
+                if unchanged
+                    && !self.must_save.get()
+                    && journal.records() < MAX_JOURNAL_RECORDS =>
+            {
+                journal.append(base, changes).inspect_err(|_| self.must_save.set(true))
+            }
+            _ => {
+                drop(journal);
+                self.save(state)
+            }
+        }
+    }
+
+    /// Writes the whole state file; the journal starts afresh on top of it.
     pub fn save(&self, state: &State) -> Result<(), StoreError> {
+        // Until this save is through, the journal may not extend whichever file is on disk.
+        self.must_save.set(true);
         let bytes = encode(state).map_err(|e| StoreError::Decode {
             path: self.path.clone(),
             version: FORMAT_VERSION,
@@ -172,6 +222,9 @@ impl Store {
         fs::rename(&tmp, &self.path).map_err(io(&self.path, "rename"))?;
         self.known.set(written);
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir, "fsync"))?;
+        self.base.set(Some(Base::of(&bytes)));
+        self.journal.borrow_mut().reset();
+        self.must_save.set(false);
         Ok(())
     }
 }
@@ -242,6 +295,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<State, StoreError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // the tests damage and replace the files on purpose
 mod tests {
     use super::*;
     use crate::state::*;
@@ -455,6 +509,165 @@ mod tests {
         let mut huge = good[..HEADER].to_vec();
         huge[7..15].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(err(&huge).contains("truncated"));
+    }
+
+    /// Steps on the golden state: article 1 (acct0) goes in flight, article 4 (acct3, in
+    /// flight) is posted, article 1 fails.
+    fn steps() -> Vec<Vec<Change>> {
+        let begin = Change::Begin { article: 1, account: "acct0".into(), text: "T".into(), at: 10 };
+        let posted = Outcome::Posted { remote_id: "r4".into(), url: Some("https://r/4".into()) };
+        let retry = Outcome::Retry { error: "http 503".into(), after: Some(60), in_doubt: true };
+        vec![
+            vec![begin],
+            vec![
+                Change::Finish { article: 4, account: "acct3".into(), outcome: posted, at: 11 },
+                Change::Finish { article: 1, account: "acct0".into(), outcome: retry, at: 12 },
+            ],
+        ]
+    }
+
+    fn applied(mut s: State, records: &[Vec<Change>]) -> State {
+        for change in records.iter().flatten() {
+            s.apply(change.clone());
+        }
+        s
+    }
+
+    fn reopen(dir: &Path) -> Result<Option<State>, StoreError> {
+        Store::open(dir)?.load()
+    }
+
+    const GOLDEN_JOURNAL_V1: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/journal-v1.bin");
+
+    /// The checked-in format-1 journal, on top of the golden format-1 state file, must keep
+    /// replaying. Regenerate only for a brand-new format, with PRESENCE_BLESS=1.
+    #[test]
+    fn golden_v1_journal_keeps_replaying() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::copy(GOLDEN_V1, dir.path().join("state")).unwrap();
+        if std::env::var_os("PRESENCE_BLESS").is_some() {
+            let store = Store::open(dir.path()).unwrap();
+            let s = store.load().unwrap().unwrap();
+            for record in steps() {
+                store.commit(&s, &record).unwrap();
+            }
+            drop(store);
+            fs::copy(dir.path().join("state.journal"), GOLDEN_JOURNAL_V1).unwrap();
+        }
+        fs::copy(GOLDEN_JOURNAL_V1, dir.path().join("state.journal")).unwrap();
+        let loaded = reopen(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded, applied(sample(), &steps()));
+        let ann = &loaded.articles[&4].announcements["acct3"];
+        assert!(matches!(ann.status, AnnStatus::Posted { .. }), "{ann:?}");
+    }
+
+    #[test]
+    fn journaled_steps_replay_and_a_full_save_folds_them_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = sample();
+        store.save(&s).unwrap();
+        let state_file = fs::read(dir.path().join("state")).unwrap();
+        for record in steps() {
+            s = applied(s, std::slice::from_ref(&record));
+            store.commit(&s, &record).unwrap();
+        }
+        assert_eq!(fs::read(dir.path().join("state")).unwrap(), state_file, "only appended");
+        drop(store);
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s.clone()));
+
+        // A crash after the next full save but before any append leaves the old journal
+        // beside the new state file: it is stale and must not be replayed again.
+        let journal = fs::read(dir.path().join("state.journal")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.load().unwrap();
+        s.next_article = 50;
+        store.save(&s).unwrap();
+        drop(store);
+        fs::write(dir.path().join("state.journal"), &journal).unwrap();
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s.clone()));
+
+        // And the next append starts the journal afresh on the new state file.
+        let store = Store::open(dir.path()).unwrap();
+        store.load().unwrap();
+        let begin = Change::Begin { article: 2, account: "acct1".into(), text: "x".into(), at: 1 };
+        s.apply(begin.clone());
+        store.commit(&s, &[begin]).unwrap();
+        drop(store);
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_appending_goes_on_after_the_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = sample();
+        store.save(&s).unwrap();
+        let records = steps();
+        store.commit(&s, &records[0]).unwrap();
+        let good = fs::metadata(dir.path().join("state.journal")).unwrap().len();
+        store.commit(&s, &records[1]).unwrap();
+        drop(store);
+        let path = dir.path().join("state.journal");
+        let full = fs::read(&path).unwrap();
+        for cut in [good as usize + 3, full.len() - 1] {
+            fs::write(&path, &full[..cut]).unwrap();
+            assert_eq!(reopen(dir.path()).unwrap(), Some(applied(sample(), &records[..1])));
+        }
+        // The last record's bytes all there but wrong (its data never reached the disk).
+        let mut garbled = full.clone();
+        *garbled.last_mut().unwrap() ^= 0xff;
+        fs::write(&path, &garbled).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = store.load().unwrap().unwrap();
+        assert_eq!(s, applied(sample(), &records[..1]));
+        s = applied(s, &records[1..]);
+        store.commit(&s, &records[1]).unwrap();
+        drop(store);
+        assert_eq!(fs::read(&path).unwrap(), full, "the torn record was cut, not kept");
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn a_damaged_or_newer_journal_stops_the_load_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = sample();
+        store.save(&s).unwrap();
+        for record in steps() {
+            store.commit(&s, &record).unwrap();
+        }
+        drop(store);
+        let path = dir.path().join("state.journal");
+        let good = fs::read(&path).unwrap();
+        let err = |bytes: &[u8]| {
+            fs::write(&path, bytes).unwrap();
+            reopen(dir.path()).unwrap_err().to_string()
+        };
+        let mut middle = good.clone();
+        middle[journal::HEADER + 9] ^= 0x10;
+        let e = err(&middle);
+        assert!(e.contains("state.journal") && e.contains("checksum mismatch"), "{e}");
+        let mut newer = good.clone();
+        newer[5] = 2;
+        assert!(err(&newer).contains("state.journal: written by a newer presenced (format 2"));
+        assert!(err(b"garbage that is not a journal").contains("state.journal: not a presenced"));
+    }
+
+    #[test]
+    fn a_state_replaced_behind_our_back_is_saved_whole_not_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = sample();
+        store.save(&s).unwrap();
+        let path = dir.path().join("state");
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len / 2).unwrap();
+        let record = &steps()[0];
+        s = applied(s, std::slice::from_ref(record));
+        store.commit(&s, record).unwrap();
+        assert_eq!(decode(&fs::read(&path).unwrap(), &path).unwrap(), s, "whole again");
     }
 
     #[test]

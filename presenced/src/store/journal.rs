@@ -1,0 +1,211 @@
+//! The journal: announcement steps ([`Change`]s) appended to `state.journal` between full
+//! saves of the state file. A burst of 20 posts then costs 20 small appends and one full save
+//! instead of 21 full saves (measured: ≈ 14 ms of CPU for 21 saves of a 500-article state,
+//! ≈ 2 ms for 20 appends).
+//!
+//! Layout: `b"PRSNJ" | format version (u16 LE) | base length (u64 LE) | base crc32 (u32 LE)`,
+//! then records `body length (u32 LE) | crc32 of the body (u32 LE) | bincode Vec<Change>`.
+//! The base names the state file the journal extends (its length and its own checksum): a
+//! full save writes a new state file, so the journal left beside it is stale and ignored —
+//! a crash between the save and the journal's reset replays nothing twice.
+//!
+//! A crash can tear only the last record, and a torn record was never acted on (the core
+//! waits for the append to be durable before posting), so it is dropped. A bad record
+//! *followed by others* is damage, and loading stops with a message naming the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bincode::Options;
+
+use super::{io, options, StoreError};
+use crate::state::Change;
+
+const MAGIC: &[u8; 5] = b"PRSNJ";
+/// The journal's own format version, frozen like the state's.
+pub const FORMAT_VERSION: u16 = 1;
+pub(super) const HEADER: usize = 5 + 2 + 8 + 4;
+const RECORD_HEADER: usize = 4 + 4;
+/// One record holds the changes of one turn of the core: a finish and the next begin.
+const MAX_RECORD: u32 = 1024 * 1024;
+
+/// Which state file a journal extends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base {
+    len: u64,
+    crc: u32,
+}
+
+impl Base {
+    /// The base of a whole, valid state file (its last four bytes are its checksum).
+    pub fn of(state_file: &[u8]) -> Base {
+        let mut crc = [0u8; 4];
+        if let Some(tail) = state_file.len().checked_sub(4).map(|at| &state_file[at..]) {
+            crc.copy_from_slice(tail);
+        }
+        Base { len: state_file.len() as u64, crc: u32::from_le_bytes(crc) }
+    }
+}
+
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    /// Length of the valid prefix while the file extends the current base; `None` when the
+    /// next append must start the file afresh.
+    valid: Option<u64>,
+    records: usize,
+}
+
+impl Journal {
+    pub fn new(dir: &Path) -> Journal {
+        Journal { path: dir.join("state.journal"), valid: None, records: 0 }
+    }
+
+    /// Records appended since the last full save.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// After a full save: what the file holds is in the state file now.
+    pub fn reset(&mut self) {
+        self.valid = None;
+        self.records = 0;
+    }
+
+    /// The changes journaled on top of `base`, oldest first.
+    pub fn read(&mut self, base: Base) -> Result<Vec<Change>, StoreError> {
+        self.reset();
+        let mut bytes = Vec::new();
+        match File::open(&self.path) {
+            Ok(mut f) => f.read_to_end(&mut bytes).map_err(io(&self.path, "read"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.path, "open")(e)),
+        };
+        let (changes, valid) = parse(&bytes, base, &self.path)?;
+        if valid.is_some() {
+            self.records = changes.len();
+        }
+        self.valid = valid;
+        Ok(changes.into_iter().flatten().collect())
+    }
+
+    /// Appends one record and makes it durable.
+    pub fn append(&mut self, base: Base, changes: &[Change]) -> Result<(), StoreError> {
+        let body = options().serialize(changes).map_err(|e| StoreError::Decode {
+            path: self.path.clone(),
+            version: FORMAT_VERSION,
+            message: format!("cannot encode: {e}"),
+        })?;
+        let mut out = Vec::with_capacity(HEADER + RECORD_HEADER + body.len());
+        if self.valid.is_none() {
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            out.extend_from_slice(&base.len.to_le_bytes());
+            out.extend_from_slice(&base.crc.to_le_bytes());
+        }
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+
+        let existed = self.path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(io(&self.path, "open"))?;
+        // Whatever follows the valid prefix (a torn record, a stale journal) goes first.
+        let start = self.valid.unwrap_or(0);
+        self.valid = None;
+        file.set_len(start).map_err(io(&self.path, "truncate"))?;
+        file.seek(SeekFrom::Start(start)).map_err(io(&self.path, "seek"))?;
+        file.write_all(&out).map_err(io(&self.path, "write"))?;
+        file.sync_data().map_err(io(&self.path, "fsync"))?;
+        if !existed {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir, "fsync"))?;
+        }
+        self.valid = Some(start + out.len() as u64);
+        self.records += 1;
+        Ok(())
+    }
+}
+
+/// The records of a journal on top of `base`, and the length of its valid prefix (`None`
+/// when the journal is stale or empty and the next append starts afresh).
+#[allow(clippy::type_complexity)]
+fn parse(
+    bytes: &[u8],
+    base: Base,
+    path: &Path,
+) -> Result<(Vec<Vec<Change>>, Option<u64>), StoreError> {
+    if bytes.len() < HEADER {
+        // Empty, or a header torn by a crash: nothing was journaled on it.
+        return if MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+            Ok((Vec::new(), None))
+        } else {
+            Err(StoreError::BadMagic { path: path.to_owned() })
+        };
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(StoreError::BadMagic { path: path.to_owned() });
+    }
+    let version = u16::from_le_bytes([bytes[5], bytes[6]]);
+    if version > FORMAT_VERSION {
+        return Err(StoreError::NewerFormat {
+            path: path.to_owned(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[7..15]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[15..HEADER]);
+    if (Base { len: u64::from_le_bytes(len), crc: u32::from_le_bytes(crc) }) != base {
+        return Ok((Vec::new(), None));
+    }
+    let mut records = Vec::new();
+    let mut at = HEADER;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let Some((head, after)) = rest.split_first_chunk::<RECORD_HEADER>() else {
+            break; // torn record header
+        };
+        let body_len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if body_len > MAX_RECORD {
+            return Err(damaged(path, at, "record length out of range"));
+        }
+        let Some(body) = after.get(..body_len as usize) else {
+            break; // torn body
+        };
+        let end = at + RECORD_HEADER + body.len();
+        if crc32fast::hash(body) != crc {
+            if end == bytes.len() {
+                break; // the last record, torn by a crash before its bytes all reached disk
+            }
+            return Err(damaged(path, at, "checksum mismatch"));
+        }
+        let changes: Vec<Change> = options()
+            .deserialize(body)
+            .map_err(|e| damaged(path, at, &format!("cannot decode: {e}")))?;
+        records.push(changes);
+        at = end;
+    }
+    Ok((records, Some(at as u64)))
+}
+
+fn damaged(path: &Path, at: usize, what: &str) -> StoreError {
+    StoreError::Decode {
+        path: path.to_owned(),
+        version: FORMAT_VERSION,
+        message: format!(
+            "record at byte {at}: {what}; moving the journal aside starts from the state \
+             file alone, which may repeat the posts the journal recorded"
+        ),
+    }
+}
