@@ -660,6 +660,149 @@ struct Tally {
     refusals: BTreeMap<String, usize>,
 }
 
+impl Tally {
+    fn acks(&self, kind: Ack) -> usize {
+        self.answers.iter().filter(|(_, _, a)| *a == kind).count()
+    }
+
+    fn summary(&self, account: &str, took: Duration) -> String {
+        format!(
+            "{account}: {} kills ({} with work left on disk, {} with a post in doubt, {} of them \
+             after the remote had it) in {:.1}s, {} rounds, {} new articles, {} mentions, \
+             answers: {} posted, {} saved, {} refused, {} not sent, {} cut off ({} lives waited \
+             for a verdict)",
+            self.kills,
+            self.mid_work,
+            self.in_doubt,
+            self.unrecorded,
+            took.as_secs_f64(),
+            self.rounds,
+            self.published - BASELINE,
+            self.mentions,
+            self.acks(Ack::Posted),
+            self.acks(Ack::Saved),
+            self.acks(Ack::Refused),
+            self.acks(Ack::NotSent),
+            self.acks(Ack::Unknown),
+            self.waited,
+        )
+    }
+}
+
+/// What one life of the daemon does besides its own work.
+enum Plan {
+    /// Nothing: killed after this many milliseconds.
+    Sleep(u64),
+    /// `presencectl answer` to conversation `id` after `at` ms, killed at `life` ms.
+    Answer { id: u64, at: u64, life: u64 },
+    /// `presencectl answer` to conversation `id` once the account is ready; killed a random
+    /// moment (up to `after` ms) after the daemon's verdict.
+    AnswerAndWait { id: u64, after: u64 },
+}
+
+fn plan(w: &World, rng: &mut Rng, p: &Progress) -> Plan {
+    let t = w.timing;
+    let life = if rng.range(1, t.long_every) == 1 {
+        rng.range(t.max_ms, t.long_ms)
+    } else {
+        rng.range(t.min_ms, t.max_ms)
+    };
+    // Half the lives, the human answers a conversation nothing is being answered in.
+    let answerable: Vec<u64> =
+        p.conversations.iter().filter(|(_, busy)| !busy).map(|(id, _)| *id).collect();
+    if !w.conversations || answerable.is_empty() || rng.next() % 2 == 0 {
+        return Plan::Sleep(life);
+    }
+    let id = answerable[(rng.next() % answerable.len() as u64) as usize];
+    if rng.range(1, w.ack_every) == 1 {
+        Plan::AnswerAndWait { id, after: rng.range(0, t.max_ms) }
+    } else {
+        Plan::Answer { id, at: rng.range(0, life), life }
+    }
+}
+
+/// Starts the daemon, carries out `plan`, kills the daemon. Returns the answer given, if
+/// any: (conversation, answer number, the `presencectl answer` process).
+fn live(w: &World, plan: Plan, number: u64) -> Option<(u64, u64, Child)> {
+    let mut daemon = w.sb.spawn();
+    let given = match plan {
+        Plan::Sleep(life) => {
+            std::thread::sleep(Duration::from_millis(life));
+            None
+        }
+        Plan::Answer { id, at, life } => {
+            std::thread::sleep(Duration::from_millis(at));
+            let child = spawn_answer(&w.sb, id, number);
+            std::thread::sleep(Duration::from_millis(life - at));
+            Some((id, number, child))
+        }
+        Plan::AnswerAndWait { id, after } => {
+            let ready = wait_until(Duration::from_secs(10), || {
+                let out = w.sb.ctl(&["--json", "status"]);
+                out.status.success()
+                    && serde_json::from_slice::<Value>(&out.stdout)
+                        .is_ok_and(|st| st["accounts"][0]["health"] == "ok")
+            });
+            assert!(ready, "{}: the account gets ready\n{}", w.account, w.sb.log());
+            let mut child = spawn_answer(&w.sb, id, number);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(after));
+            Some((id, number, child))
+        }
+    };
+    daemon.kill9();
+    given
+}
+
+/// Starts a round: a burst of new articles in the feed and, for accounts with
+/// conversations, new mentions on the remote.
+fn new_round(w: &mut World, rng: &mut Rng, t: &mut Tally) {
+    t.rounds += 1;
+    t.published += rng.range(w.burst.0, w.burst.1);
+    w.feed.set_body(&rss(&blog(1..=t.published as i64)));
+    if w.conversations {
+        let texts: Vec<String> =
+            (t.mentions..t.mentions + w.mentions as u64).map(mention_text).collect();
+        w.remote.mention(&texts);
+        t.mentions += w.mentions as u64;
+    }
+}
+
+/// After a kill: what the answer command said, and where the kill landed.
+fn after_kill(w: &World, t: &mut Tally, given: Option<(u64, u64, Child)>) {
+    t.kills += 1;
+    if let Some((id, n, child)) = given {
+        let out = child.wait_with_output().unwrap();
+        let ack = classify(&out);
+        if ack == Ack::Refused {
+            let why: String =
+                text(&out.stderr).trim().chars().filter(|c| !c.is_ascii_digit()).collect();
+            *t.refusals.entry(why).or_default() += 1;
+        }
+        t.answers.push((n, id, ack));
+    }
+    let after = progress(&w.sb, w.account);
+    if after.posted < t.published - BASELINE
+        || (after.mentions as u64) < t.mentions
+        || after.answers_open > 0
+    {
+        t.mid_work += 1;
+    }
+    let (articles, answers) = &after.in_flight;
+    if !articles.is_empty() || !answers.is_empty() {
+        t.in_doubt += 1;
+        let record = record_of(w.remote.as_ref());
+        if articles.iter().any(|n| record.articles.contains_key(n))
+            || answers.iter().any(|n| record.answers.contains_key(n))
+        {
+            t.unrecorded += 1;
+        }
+    }
+}
+
 fn campaign(mut w: World) {
     let kills = env_u64("PRESENCE_KILLS").unwrap_or(200) as u32;
     let seed = env_u64("PRESENCE_KILL_SEED").unwrap_or_else(|| {
@@ -672,7 +815,6 @@ fn campaign(mut w: World) {
     let mut rng = Rng(seed);
     let mut t = Tally { published: BASELINE, ..Tally::default() };
     let mut round_start = 0;
-    let mut next_answer = 0;
     while t.kills < kills {
         let p = progress(&w.sb, w.account);
         let done = p.posted == t.published - BASELINE
@@ -681,128 +823,25 @@ fn campaign(mut w: World) {
         // Never more new articles at once than a fetch announces without approval.
         let fetched = p.seen == t.published;
         if done || (fetched && t.kills - round_start >= MAX_KILLS_PER_ROUND) {
-            t.rounds += 1;
             round_start = t.kills;
-            t.published += rng.range(w.burst.0, w.burst.1);
-            w.feed.set_body(&rss(&blog(1..=t.published as i64)));
-            if w.conversations {
-                let texts: Vec<String> =
-                    (t.mentions..t.mentions + w.mentions as u64).map(mention_text).collect();
-                w.remote.mention(&texts);
-                t.mentions += w.mentions as u64;
-            }
+            new_round(&mut w, &mut rng, &mut t);
         }
-        let life = if rng.range(1, w.timing.long_every) == 1 {
-            rng.range(w.timing.max_ms, w.timing.long_ms)
-        } else {
-            rng.range(w.timing.min_ms, w.timing.max_ms)
-        };
-        // Half the lives, the human answers a conversation: mostly at a random moment of
-        // the life; one answer in `ack_every` once the account is ready, and the kill comes
-        // at a random moment after the daemon's verdict.
-        let answerable: Vec<u64> =
-            p.conversations.iter().filter(|(_, busy)| !busy).map(|(id, _)| *id).collect();
-        let answer =
-            (w.conversations && !answerable.is_empty() && rng.next() % 2 == 0).then(|| {
-                let id = answerable[(rng.next() % answerable.len() as u64) as usize];
-                (id, rng.range(0, life), rng.range(1, w.ack_every) == 1)
-            });
-
-        let mut daemon = w.sb.spawn();
-        let child = match answer {
-            Some((id, _, true)) => {
-                let ready = wait_until(Duration::from_secs(10), || {
-                    let out = w.sb.ctl(&["--json", "status"]);
-                    out.status.success()
-                        && serde_json::from_slice::<Value>(&out.stdout)
-                            .is_ok_and(|st| st["accounts"][0]["health"] == "ok")
-                });
-                assert!(ready, "{}: the account gets ready\n{}", w.account, w.sb.log());
-                let n = next_answer;
-                next_answer += 1;
-                let mut child = spawn_answer(&w.sb, id, n);
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                std::thread::sleep(Duration::from_millis(rng.range(0, w.timing.max_ms)));
-                t.waited += 1;
-                Some((id, n, child))
-            }
-            Some((id, at, false)) => {
-                std::thread::sleep(Duration::from_millis(at));
-                let n = next_answer;
-                next_answer += 1;
-                let child = spawn_answer(&w.sb, id, n);
-                std::thread::sleep(Duration::from_millis(life - at));
-                Some((id, n, child))
-            }
-            None => {
-                std::thread::sleep(Duration::from_millis(life));
-                None
-            }
-        };
-        daemon.kill9();
-        t.kills += 1;
-        if let Some((id, n, child)) = child {
-            let out = child.wait_with_output().unwrap();
-            let ack = classify(&out);
-            if ack == Ack::Refused {
-                let why: String =
-                    text(&out.stderr).trim().chars().filter(|c| !c.is_ascii_digit()).collect();
-                *t.refusals.entry(why).or_default() += 1;
-            }
-            t.answers.push((n, id, ack));
+        let plan = plan(&w, &mut rng, &p);
+        if matches!(plan, Plan::AnswerAndWait { .. }) {
+            t.waited += 1;
         }
-        let after = progress(&w.sb, w.account);
-        if after.posted < t.published - BASELINE
-            || (after.mentions as u64) < t.mentions
-            || after.answers_open > 0
-        {
-            t.mid_work += 1;
-        }
-        let (articles, answers) = &after.in_flight;
-        if !articles.is_empty() || !answers.is_empty() {
-            t.in_doubt += 1;
-            let record = record_of(w.remote.as_ref());
-            if articles.iter().any(|n| record.articles.contains_key(n))
-                || answers.iter().any(|n| record.answers.contains_key(n))
-            {
-                t.unrecorded += 1;
-            }
-        }
+        let given = live(&w, plan, t.answers.len() as u64);
+        after_kill(&w, &mut t, given);
     }
-    let campaign_time = started.elapsed();
-    let acks = |k: Ack| t.answers.iter().filter(|(_, _, a)| *a == k).count();
-    let summary = format!(
-        "{}: {} kills ({} with work left on disk, {} with a post in doubt, {} of them after the \
-         remote had it) in {:.1}s, {} rounds, {} new articles, {} mentions, answers: {} posted, \
-         {} saved, {} refused, {} not sent, {} cut off ({} lives waited for a verdict)",
-        w.account,
-        t.kills,
-        t.mid_work,
-        t.in_doubt,
-        t.unrecorded,
-        campaign_time.as_secs_f64(),
-        t.rounds,
-        t.published - BASELINE,
-        t.mentions,
-        acks(Ack::Posted),
-        acks(Ack::Saved),
-        acks(Ack::Refused),
-        acks(Ack::NotSent),
-        acks(Ack::Unknown),
-        t.waited,
-    );
-    eprintln!("{summary}");
-    eprintln!("{}: refusals: {:?}", w.account, t.refusals);
+    let summary = t.summary(w.account, started.elapsed());
+    eprintln!("{summary}\n{}: refusals: {:?}", w.account, t.refusals);
     assert!(
         t.mid_work * 2 >= t.kills,
         "most kills must land while there is work to do: {summary} (seed {seed})"
     );
 
     // A normal start finishes the work.
-    let daemon = w.sb.start();
+    let mut daemon = w.sb.start();
     let _ = w.sb.ctl(&["poll"]);
     let new = t.published - BASELINE;
     let settled = wait_until(w.settle, || {
@@ -818,11 +857,11 @@ fn campaign(mut w: World) {
         t.mentions,
         w.sb.log()
     );
+    // Quiet: one more fetch of everything, and time for anything late to show.
     std::thread::sleep(Duration::from_millis(500));
     let _ = w.sb.ctl(&["poll"]);
     std::thread::sleep(Duration::from_millis(500));
-    check(&w, &t, seed, &summary);
-    let mut daemon = daemon;
+    check(&w, &t, &format!("{summary} (seed {seed})"));
     daemon.signal(Signal::SIGTERM);
     let status = daemon.wait_exit(Duration::from_secs(10)).expect("presenced stops on SIGTERM");
     assert!(status.success(), "{}", w.sb.log());
@@ -830,8 +869,7 @@ fn campaign(mut w: World) {
 }
 
 /// The final checks, from the remote's record and `presencectl --json`.
-fn check(w: &World, t: &Tally, seed: u64, summary: &str) {
-    let ctx = format!("{summary} (seed {seed})");
+fn check(w: &World, t: &Tally, ctx: &str) {
     let record = record_of(w.remote.as_ref());
 
     // Articles: every new one exactly once, none of the baseline, nothing else.
