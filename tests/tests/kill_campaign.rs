@@ -494,8 +494,6 @@ struct Progress {
     answers_open: usize,
     /// Conversations that can be answered now: (id, an answer is already under way).
     conversations: Vec<(u64, bool)>,
-    /// The answers in the state, by number, and whether each is posted.
-    answers: BTreeMap<u64, bool>,
     /// Answers that ended refused by the network.
     answers_given_up: usize,
     /// Announcements (by article) and answers (by number) in flight: in doubt at the next
@@ -505,8 +503,7 @@ struct Progress {
 
 fn progress(sb: &Sandbox, account: &str) -> Progress {
     let Some(state) = state_of(sb) else { return Progress::default() };
-    let mut p = Progress::default();
-    p.seen = state.articles.len() as u64;
+    let mut p = Progress { seen: state.articles.len() as u64, ..Progress::default() };
     for a in state.articles.values() {
         if let Some(ann) = a.announcements.get(account) {
             match ann.status {
@@ -523,10 +520,6 @@ fn progress(sb: &Sandbox, account: &str) -> Progress {
             match &m.answer {
                 None => p.mentions += mention_of(&m.text).len(),
                 Some(a) => {
-                    let posted = matches!(a.status, AnnStatus::Posted { .. });
-                    for n in answer_of(&m.text) {
-                        p.answers.insert(n, posted);
-                    }
                     if matches!(a.status, AnnStatus::InFlight { .. }) {
                         p.in_flight.1.extend(answer_of(&m.text));
                     }
