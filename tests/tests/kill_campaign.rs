@@ -237,6 +237,25 @@ fn new_feed() -> FeedServer {
 
 const FAST: Timing = Timing { min_ms: 5, max_ms: 80, long_every: 6, long_ms: 400 };
 
+impl World {
+    /// An account with conversations on a local emulator: the settings every kind starts
+    /// from.
+    fn new(account: &'static str, sb: Sandbox, feed: FeedServer, remote: Box<dyn Remote>) -> World {
+        World {
+            account,
+            sb,
+            feed,
+            remote,
+            conversations: true,
+            timing: FAST,
+            burst: (10, 20),
+            mentions: 3,
+            ack_every: 4,
+            settle: Duration::from_secs(30),
+        }
+    }
+}
+
 fn outbox_world() -> World {
     let feed = new_feed();
     let sb = Sandbox::new();
@@ -244,17 +263,12 @@ fn outbox_world() -> World {
         "{}\n[[account]]\nname = \"dry\"\nkind = \"outbox\"\n",
         feed_config(&feed)
     ));
+    let remote = Box::new(Outbox { sb_state: sb.state_dir() });
     World {
-        account: "dry",
-        remote: Box::new(Outbox { sb_state: sb.state_dir() }),
-        sb,
-        feed,
         conversations: false,
         timing: Timing { min_ms: 1, max_ms: 30, long_every: 8, long_ms: 150 },
-        burst: (10, 20),
         mentions: 0,
-        ack_every: 1,
-        settle: Duration::from_secs(30),
+        ..World::new("dry", sb, feed, remote)
     }
 }
 
@@ -275,18 +289,7 @@ fn mastodon_world() -> World {
         feed_config(&feed),
         masto.url(),
     ));
-    World {
-        account: "masto",
-        remote: Box::new(Masto { masto, me, people }),
-        sb,
-        feed,
-        conversations: true,
-        timing: FAST,
-        burst: (10, 20),
-        mentions: 3,
-        ack_every: 4,
-        settle: Duration::from_secs(30),
-    }
+    World::new("masto", sb, feed, Box::new(Masto { masto, me, people }))
 }
 
 const X_CLIENT: &str = "presence-campaign";
@@ -334,18 +337,7 @@ fn x_world() -> World {
     state.accounts.entry("x".into()).or_default().data = session;
     store.save(&state).unwrap();
     drop(store);
-    World {
-        account: "x",
-        remote: Box::new(Xw { x, me, people }),
-        sb,
-        feed,
-        conversations: true,
-        timing: FAST,
-        burst: (10, 20),
-        mentions: 3,
-        ack_every: 4,
-        settle: Duration::from_secs(30),
-    }
+    World::new("x", sb, feed, Box::new(Xw { x, me, people }))
 }
 
 fn facebook_world() -> World {
@@ -366,18 +358,10 @@ fn facebook_world() -> World {
         fb.url(),
     ));
     World {
-        account: "fb",
-        remote: Box::new(Fb { fb, page, people }),
-        sb,
-        feed,
-        conversations: true,
-        timing: FAST,
         // Fewer than the 25 recent posts whose comments are read, so that a comment on the
         // newest post is still read after the next burst.
         burst: (10, 15),
-        mentions: 3,
-        ack_every: 4,
-        settle: Duration::from_secs(30),
+        ..World::new("fb", sb, feed, Box::new(Fb { fb, page, people }))
     }
 }
 
@@ -395,16 +379,11 @@ fn bluesky_world(net: &'static Net) -> World {
         alice.handle,
     ));
     World {
-        account: "sky",
-        remote: Box::new(Sky { net, alice, people, _proxy: proxy }),
-        sb,
-        feed,
-        conversations: true,
         timing: Timing { min_ms: 20, max_ms: 160, long_every: 6, long_ms: 600 },
-        burst: (10, 20),
         mentions: 2,
         ack_every: 5,
         settle: Duration::from_secs(90),
+        ..World::new("sky", sb, feed, Box::new(Sky { net, alice, people, _proxy: proxy }))
     }
 }
 
