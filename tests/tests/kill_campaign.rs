@@ -450,12 +450,20 @@ fn record_of(remote: &dyn Remote) -> Record {
     r
 }
 
-/// The daemon's state file, when it exists (the state is replaced by rename, so a read
-/// never sees half a file).
+/// The daemon's state on disk: while no daemon runs, the state file with the journal of
+/// announcement steps replayed (as the next start will see it); while one runs (it holds
+/// the state directory's lock), the state file alone, which is whole whenever the daemon
+/// is quiet.
 fn state_of(sb: &Sandbox) -> Option<State> {
-    let path = sb.state_dir().join("state");
-    let bytes = std::fs::read(&path).ok()?;
-    presenced::store::decode(&bytes, &path).ok()
+    match presenced::store::Store::open(&sb.state_dir()) {
+        Ok(store) => store.load().unwrap(),
+        Err(presenced::store::StoreError::Locked { .. }) => {
+            let path = sb.state_dir().join("state");
+            let bytes = std::fs::read(&path).ok()?;
+            presenced::store::decode(&bytes, &path).ok()
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// What the daemon still has to do, by its state on disk.
