@@ -650,7 +650,7 @@ impl Core {
                     .get(&name)
                     .map(|a| a.cursors.clone())
                     .unwrap_or_default(),
-                watch: self.recent_posts(&name),
+                watch: network::Watchlist::new(self.recent_posts(&name)),
                 session: self.state.accounts.get(&name).map(|a| a.data.clone()).unwrap_or_default(),
                 interval: account.interval,
             };
@@ -751,9 +751,9 @@ impl Core {
         });
     }
 
-    /// The account's most recent posts (announcements and answers), newest last: the
-    /// threads where replies may arrive without notifying us.
-    fn recent_posts(&self, account: &str) -> Vec<String> {
+    /// The account's most recent posts (announcements and answers) with when they were
+    /// posted, newest last: the threads where replies may arrive without notifying us.
+    fn recent_posts(&self, account: &str) -> Vec<(String, Unix)> {
         let mut posts: Vec<(Unix, String)> = Vec::new();
         for a in self.state.articles.values() {
             if let Some(AnnStatus::Posted { remote_id, at, .. }) =
@@ -771,7 +771,7 @@ impl Core {
         }
         posts.sort();
         let skip = posts.len().saturating_sub(20);
-        posts.into_iter().skip(skip).map(|(_, id)| id).collect()
+        posts.into_iter().skip(skip).map(|(at, id)| (id, at)).collect()
     }
 
     fn reload(&mut self, config: Config) {

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AccountConfig, AccountKind, Config};
 use crate::core::Event;
 use crate::fit::Rules;
-use crate::state::Outcome;
+use crate::state::{Outcome, Unix};
 
 /// One announcement to make, fully decided by the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +248,64 @@ const MAX_ROUNDS: usize = 50;
 
 /// How many of our recent posts a worker watches for replies that did not notify us.
 const WATCH: usize = 20;
+/// After this, a post's thread is no longer read: replies come in the first days.
+const WATCH_FOR: i64 = 7 * 24 * 3600;
+
+/// Our recent posts whose threads are read for replies that did not notify us, newest last.
+/// A thread is read often while its post is fresh and less as it ages (every tenth of its
+/// age, between one minute and one hour), and not after a week: reading all 20 on every
+/// fetch would cost 20 requests a minute for as long as the daemon runs.
+#[derive(Debug, Default)]
+pub struct Watchlist {
+    posts: Vec<Watched>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    id: String,
+    posted: Unix,
+    read: Option<Unix>,
+}
+
+impl Watchlist {
+    /// From `(remote id, posted at)`, newest last.
+    pub fn new(recent: Vec<(String, Unix)>) -> Watchlist {
+        let mut list = Watchlist::default();
+        for (id, posted) in recent {
+            list.add(id, posted);
+        }
+        list
+    }
+
+    pub fn add(&mut self, id: String, posted: Unix) {
+        self.posts.push(Watched { id, posted, read: None });
+        if self.posts.len() > WATCH {
+            self.posts.remove(0);
+        }
+    }
+
+    /// The posts whose threads are due to be read at `now` (with `all`, every one younger
+    /// than a week: a human asked), newest last.
+    pub fn due(&self, now: Unix, all: bool) -> Vec<String> {
+        self.posts
+            .iter()
+            .filter(|w| {
+                let age = now - w.posted;
+                // A few seconds' slack: fetches come every minute, give or take.
+                let every = (age / 10).clamp(60, 3600) - 5;
+                age <= WATCH_FOR && (all || w.read.map_or(true, |read| now - read >= every))
+            })
+            .map(|w| w.id.clone())
+            .collect()
+    }
+
+    /// The threads of `ids` were read at `now`.
+    pub fn read(&mut self, ids: &[String], now: Unix) {
+        for w in self.posts.iter_mut().filter(|w| ids.contains(&w.id)) {
+            w.read = Some(now);
+        }
+    }
+}
 
 /// Everything a worker needs besides its network.
 #[derive(Debug)]
@@ -259,7 +317,7 @@ pub struct Worker {
     /// The cursors stored in the state: fetching resumes where the last durable fetch ended.
     pub cursors: BTreeMap<String, String>,
     /// Our recent posts, newest last.
-    pub watch: Vec<String>,
+    pub watch: Watchlist,
     /// The session data last stored for this account.
     pub session: BTreeMap<String, String>,
     /// The configured mention interval, over the network's default.
@@ -297,28 +355,29 @@ impl Worker {
                     None => std::future::pending().await,
                 }
             };
+            // None: no fetch; Some(true): a human asked (`poll`), every watched thread.
             let fetch = tokio::select! {
                 job = self.jobs.recv() => match job {
-                    Some(Job::FetchMentions) => true,
+                    Some(Job::FetchMentions) => Some(true),
                     Some(job) => {
                         if !self.carry_out(&mut network, job).await {
                             return;
                         }
-                        false
+                        None
                     }
                     None => return,
                 },
-                _ = tick => true,
+                _ = tick => Some(false),
                 woke = wake => {
                     if woke.is_none() {
                         wakeups = None;
                     }
-                    true
+                    Some(false)
                 }
                 () = self.cancel.cancelled() => return,
             };
-            if fetch && tokio::time::Instant::now() >= not_before {
-                match self.fetch(&mut network).await {
+            if let (Some(all), true) = (fetch, tokio::time::Instant::now() >= not_before) {
+                match self.fetch(&mut network, all).await {
                     Ok(()) => {}
                     Err(Some(wait)) => not_before = tokio::time::Instant::now() + wait,
                     Err(None) => return,
@@ -406,20 +465,23 @@ impl Worker {
 
     fn remember(&mut self, outcome: &Outcome) {
         if let Outcome::Posted { remote_id, .. } = outcome {
-            self.watch.push(remote_id.clone());
-            if self.watch.len() > WATCH {
-                self.watch.remove(0);
-            }
+            self.watch.add(remote_id.clone(), chrono::Utc::now().timestamp());
         }
     }
 
     /// One fetch of mentions. `Err(Some(wait))`: do not fetch again before `wait`;
     /// `Err(None)`: the core is gone.
-    async fn fetch<N: Network>(&mut self, network: &mut N) -> Result<(), Option<Duration>> {
+    async fn fetch<N: Network>(
+        &mut self,
+        network: &mut N,
+        all: bool,
+    ) -> Result<(), Option<Duration>> {
         // Bounded, so that a network that always says "more" cannot keep the worker from its
         // other work.
+        let now = chrono::Utc::now().timestamp();
+        let due = self.watch.due(now, all);
         for round in 0..MAX_ROUNDS {
-            let watch: &[String] = if round == 0 { &self.watch } else { &[] };
+            let watch: &[String] = if round == 0 { &due } else { &[] };
             let fetched = tokio::select! {
                 f = network.fetch_mentions(&self.cursors, watch) => f,
                 () = self.cancel.cancelled() => return Err(None),
@@ -428,6 +490,9 @@ impl Worker {
                 Ok(mentions) => mentions,
                 Err(err) => return self.fetch_failed(err).await,
             };
+            if round == 0 {
+                self.watch.read(&due, now);
+            }
             let more = mentions.more;
             let moved = mentions.cursors.iter().any(|(k, v)| self.cursors.get(k) != Some(v));
             if !mentions.items.is_empty() || moved {
@@ -503,5 +568,39 @@ fn outcome_of(err: NetError) -> Outcome {
         e @ (NetError::Rejected(_) | NetError::Unauthorized(_)) => {
             Outcome::GiveUp { error: e.to_string() }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watched_threads_are_read_less_as_their_posts_age_and_not_after_a_week() {
+        let t0 = 1_790_000_000;
+        let mut list = Watchlist::new(vec![
+            ("week-old".into(), t0 - WATCH_FOR - 1),
+            ("day-old".into(), t0 - 24 * 3600),
+            ("fresh".into(), t0 - 30),
+        ]);
+        assert_eq!(list.due(t0, false), ["day-old", "fresh"]);
+        let due = list.due(t0, false);
+        list.read(&due, t0);
+        assert!(list.due(t0 + 30, false).is_empty());
+        assert_eq!(list.due(t0 + 30, true), ["day-old", "fresh"], "a human's poll reads all");
+        // A fresh post every minute; a day-old one every hour.
+        assert_eq!(list.due(t0 + 60, false), ["fresh"]);
+        list.read(&["fresh".to_owned()], t0 + 60);
+        assert_eq!(list.due(t0 + 3600, false), ["day-old", "fresh"]);
+        // Two hours old: every 12 to 13 minutes.
+        list.read(&list.due(t0 + 7200, false), t0 + 7200);
+        assert_eq!(list.due(t0 + 7200 + 600, false), Vec::<String>::new());
+        assert_eq!(list.due(t0 + 7200 + 800, false), ["fresh"]);
+        // Only the newest WATCH posts are kept.
+        for i in 0..WATCH {
+            list.add(format!("new{i}"), t0);
+        }
+        assert_eq!(list.due(t0, false).len(), WATCH);
+        assert!(!list.due(t0, false).contains(&"fresh".to_owned()));
     }
 }
