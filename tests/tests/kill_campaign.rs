@@ -235,7 +235,7 @@ fn new_feed() -> FeedServer {
     FeedServer::start(&rss(&blog(1..=BASELINE as i64)))
 }
 
-const FAST: Timing = Timing { min_ms: 5, max_ms: 80, long_every: 6, long_ms: 400 };
+const FAST: Timing = Timing { min_ms: 3, max_ms: 50, long_every: 6, long_ms: 300 };
 
 impl World {
     /// An account with conversations on a local emulator: the settings every kind starts
