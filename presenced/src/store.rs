@@ -169,6 +169,7 @@ impl Store {
         match self.base.get() {
             Some(base)
                 if unchanged
+                    && journal.intact()
                     && !self.must_save.get()
                     && journal.records() < MAX_JOURNAL_RECORDS =>
             {
@@ -668,6 +669,23 @@ mod tests {
         s = applied(s, std::slice::from_ref(record));
         store.commit(&s, record).unwrap();
         assert_eq!(decode(&fs::read(&path).unwrap(), &path).unwrap(), s, "whole again");
+    }
+
+    #[test]
+    fn a_journal_deleted_behind_our_back_is_made_good_by_a_full_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = sample();
+        store.save(&s).unwrap();
+        let records = steps();
+        s = applied(s, &records[..1]);
+        store.commit(&s, &records[0]).unwrap();
+        fs::remove_file(dir.path().join("state.journal")).unwrap();
+        s = applied(s, &records[1..]);
+        store.commit(&s, &records[1]).unwrap();
+        assert_eq!(decode(&fs::read(dir.path().join("state")).unwrap(), dir.path()).unwrap(), s);
+        drop(store);
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
     }
 
     #[test]

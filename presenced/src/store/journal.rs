@@ -68,6 +68,15 @@ impl Journal {
         self.records
     }
 
+    /// Whether the file still holds what this process appended: one deleted or cut short
+    /// behind its back lost records that only a full save can make durable again.
+    pub fn intact(&self) -> bool {
+        match self.valid {
+            Some(valid) => std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= valid),
+            None => true,
+        }
+    }
+
     /// After a full save: what the file holds is in the state file now.
     pub fn reset(&mut self) {
         self.valid = None;
