@@ -23,9 +23,12 @@ fuzz_target!(|data: &[u8]| {
     match parse(data, &base, content_type) {
         Ok(feed) => {
             check(&feed);
-            // Parsing is a pure function of its input.
-            let again = parse(data, &base, content_type).expect("second parse fails");
-            assert_eq!(feed, again, "two parses differ");
+            // Parsing is a pure function of its input (checked on small inputs only, where
+            // it costs little).
+            if data.len() <= 4096 {
+                let again = parse(data, &base, content_type).expect("second parse fails");
+                assert_eq!(feed, again, "two parses differ");
+            }
         }
         Err(e) => {
             let message = e.to_string();
