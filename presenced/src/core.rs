@@ -308,6 +308,11 @@ impl Core {
         if fs.current_url.is_empty() {
             fs.current_url = url.to_owned();
         }
+        // An unchanged feed that was fine before changes nothing worth a save: idle polls
+        // cost no disk write (the fetch time and status are kept in memory until the next).
+        let changed = !matches!(report.result, FeedResult::NotModified)
+            || fs.last_error.is_some()
+            || report.current_url != fs.current_url;
         if report.current_url != fs.current_url {
             tracing::info!(feed = %url, "feed moved permanently to {}", report.current_url);
             fs.current_url = report.current_url;
@@ -345,7 +350,7 @@ impl Core {
                 }
             }
         }
-        self.dirty = true;
+        self.dirty |= changed;
     }
 
     fn on_announced(&mut self, article: u64, account: &str, outcome: Outcome) {

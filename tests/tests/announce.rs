@@ -357,3 +357,32 @@ fn permanent_redirects_update_the_feed_url_and_temporary_ones_do_not() {
     assert_eq!(urls(&sb), ["https://blog.test/4/", "https://blog.test/5/"]);
     assert_eq!(feed_status(&sb)["url"], server.url.as_str(), "the configured URL stays");
 }
+
+/// Idle costs nothing on disk: polls of an unchanged feed, answered 304, write no state.
+#[test]
+fn an_unchanged_feed_is_polled_without_writing_the_state() {
+    use std::os::unix::fs::MetadataExt;
+    let server = FeedServer::start(&rss(&blog(1..=3)));
+    let sb = Sandbox::new();
+    sb.write_config(&config(&server, ""));
+    let _daemon = sb.start();
+    baseline(&sb, &server);
+    let state = sb.state_dir().join("state");
+    let identity = |m: std::fs::Metadata| (m.ino(), m.mtime(), m.mtime_nsec(), m.len());
+    let before = identity(std::fs::metadata(&state).unwrap());
+    let not_modified = server.not_modified();
+    for _ in 0..3 {
+        poll_and_wait(&sb, &server);
+    }
+    assert_eq!(server.not_modified() - not_modified, 3, "three 304s");
+    assert_eq!(identity(std::fs::metadata(&state).unwrap()), before, "no state written");
+    assert_eq!(feed_status(&sb)["last_status"], "304", "the fetch still shows in status");
+    // A change is still saved at once.
+    server.set_body(&rss(&blog(1..=4)));
+    poll_and_wait(&sb, &server);
+    assert!(
+        wait_until(Duration::from_secs(5), || identity(std::fs::metadata(&state).unwrap())
+            != before),
+        "a new article is written"
+    );
+}
