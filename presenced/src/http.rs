@@ -12,6 +12,38 @@ pub enum Effect {
     Creates,
 }
 
+/// Largest error body read: only a few of its fields are ever used.
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// A server's answer, body read.
+#[derive(Debug)]
+pub struct Received {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Sends a request and reads its answer: a successful body up to `cap` (failing to read it
+/// is a failure after sending), an error body up to [`MAX_ERROR_BODY`] and empty when it
+/// cannot be read (it only adds detail; losing it changes nothing about the outcome).
+pub async fn receive(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    effect: Effect,
+    cap: usize,
+) -> Result<Received, NetError> {
+    let mut response = request.send().await.map_err(|e| transport_error(&e, what, effect))?;
+    let status = response.status();
+    let body = if status.is_success() {
+        read_body(&mut response, cap)
+            .await
+            .map_err(|e| after_sending(format!("{what}: reading the answer: {e}"), effect))?
+    } else {
+        read_body(&mut response, MAX_ERROR_BODY).await.unwrap_or_default()
+    };
+    Ok(Received { status, headers: response.headers().clone(), body })
+}
+
 /// Reads at most `cap` bytes of body; a longer body is an error, not a truncated answer.
 pub async fn read_body(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
     if response.content_length().is_some_and(|n| n > cap as u64) {

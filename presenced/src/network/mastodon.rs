@@ -53,7 +53,7 @@ use url::Url;
 use super::{AccountInfo, Incoming, Mentions, NetError, Network, Post, Posted, Reply};
 use crate::config::Secret;
 use crate::fit::Rules;
-use crate::http::{after_sending, describe, read_body, transport_error, Effect};
+use crate::http::{after_sending, describe, receive, Effect, Received};
 
 /// The cursor key under which the newest notification id seen is stored.
 pub const CURSOR: &str = "notifications";
@@ -63,8 +63,6 @@ const FIRST_CURSOR: &str = "0";
 /// Largest response body read; Mastodon's pages are far smaller (80 notifications with full
 /// statuses are a few hundred KiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
-/// Largest error body read: only its `error` field is used.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Longest server-supplied error message kept (it ends up in logs and in the state).
 const MAX_MESSAGE: usize = 300;
 /// Notifications per page: the documented maximum since Mastodon 4.1 (older servers cap it
@@ -564,20 +562,14 @@ async fn send(
     effect: Effect,
     missing_ok: bool,
 ) -> Result<Option<Answer>, NetError> {
-    let mut response = request.send().await.map_err(|e| transport_error(&e, what, effect))?;
-    let status = response.status();
+    let Received { status, headers, body } = receive(request, what, effect, MAX_BODY).await?;
     if status.is_success() {
-        let body = read_body(&mut response, MAX_BODY)
-            .await
-            .map_err(|e| after_sending(format!("{what}: reading the answer: {e}"), effect))?;
-        return Ok(Some(Answer { headers: response.headers().clone(), body }));
+        return Ok(Some(Answer { headers, body }));
     }
     if status == StatusCode::NOT_FOUND && missing_ok {
         return Ok(None);
     }
-    // The error body only adds detail; losing it changes nothing about the outcome.
-    let body = read_body(&mut response, MAX_ERROR_BODY).await.unwrap_or_default();
-    Err(status_error(status, response.headers(), &body, what, effect, Utc::now()))
+    Err(status_error(status, &headers, &body, what, effect, Utc::now()))
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8], what: &str, effect: Effect) -> Result<T, NetError> {

@@ -13,7 +13,6 @@ use crate::network::NetError;
 
 /// Largest response body read: a page of 100 comments is far below.
 const MAX_BODY: usize = 4 * 1024 * 1024;
-const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Longest server text kept (it ends up in logs and in the state).
 const MAX_MESSAGE: usize = 300;
 /// The wait after a rate-limit error that names none: Graph limits are rolling hourly
@@ -146,26 +145,13 @@ pub(super) async fn send(
     what: &str,
     effect: Effect,
 ) -> Result<Answer, Failure> {
-    let mut response =
-        request.send().await.map_err(|e| Failure::Net(transport_error(&e, what, effect)))?;
-    let status = response.status();
-    let usage = Usage::from_headers(response.headers());
-    let retry_after = response
-        .headers()
+    let Received { status, headers, body } =
+        receive(request, what, effect, MAX_BODY).await.map_err(Failure::Net)?;
+    let usage = Usage::from_headers(&headers);
+    let retry_after = headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
         .map(|secs| Duration::from_secs(secs).clamp(Duration::from_secs(1), MAX_WAIT));
-    let cap = if status.is_success() { MAX_BODY } else { MAX_ERROR_BODY };
-    let body = match read_body(&mut response, cap).await {
-        Ok(b) => b,
-        Err(e) if status.is_success() => {
-            return Err(Failure::Net(after_sending(
-                format!("{what}: reading the answer: {e}"),
-                effect,
-            )))
-        }
-        Err(_) => Vec::new(),
-    };
     let value: Option<Value> = serde_json::from_slice(&body).ok();
     // Graph sometimes answers an error with 200; the body decides.
     let error = value
@@ -245,7 +231,7 @@ pub(super) fn graph_error(
 }
 
 pub(super) use crate::http::after_sending;
-use crate::http::{read_body, transport_error};
+use crate::http::{receive, Received};
 
 /// Server text for a log line: no control characters, bounded length.
 pub(super) fn clean(text: &str) -> String {

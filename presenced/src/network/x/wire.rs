@@ -14,8 +14,6 @@ use crate::network::NetError;
 
 /// Largest response body read: 100 posts with their fields and users are well below.
 const MAX_BODY: usize = 4 * 1024 * 1024;
-/// Largest error body read: only a few fields are used.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Longest server text kept (it ends up in logs and in the state).
 const MAX_MESSAGE: usize = 300;
 /// Longest wait a rate limit can impose: X's longest window is 24 hours.
@@ -163,19 +161,13 @@ pub(super) async fn send(
     what: &str,
     effect: Effect,
 ) -> Result<Answer, Failure> {
-    let mut response =
-        request.send().await.map_err(|e| Failure::Net(transport_error(&e, what, effect)))?;
-    let status = response.status();
+    let Received { status, headers, body } =
+        receive(request, what, effect, MAX_BODY).await.map_err(Failure::Net)?;
     if status.is_success() {
-        let body = read_body(&mut response, MAX_BODY).await.map_err(|e| {
-            Failure::Net(after_sending(format!("{what}: reading the answer: {e}"), effect))
-        })?;
         return Ok(Answer { body });
     }
-    // The error body only adds detail; losing it changes nothing about the outcome.
-    let body = read_body(&mut response, MAX_ERROR_BODY).await.unwrap_or_default();
     let problem = Problem::parse(&body);
-    let net = status_error(status, response.headers(), &problem, what, effect, Utc::now());
+    let net = status_error(status, &headers, &problem, what, effect, Utc::now());
     Err(Failure::Status { status: status.as_u16(), problem, net })
 }
 
@@ -190,7 +182,7 @@ pub(super) fn decode<T: DeserializeOwned>(
 }
 
 pub(super) use crate::http::after_sending;
-use crate::http::{read_body, transport_error};
+use crate::http::{receive, Received};
 
 /// What an error answer means by default; callers refine 401 (refresh) and 403 (duplicate,
 /// reply restrictions).
