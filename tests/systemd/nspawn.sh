@@ -55,8 +55,18 @@ unshare --mount --propagation private sh -c '
   sh "$ROOT" "${BINDS[@]}" --bind-ro="$STAGE":/lab --bind="$RES":/results \
   > "$RES/console.log" 2>&1 &
 NSPAWN=$!
+# The container's PID 1 is the child of systemd-nspawn in a PID namespace of its own. The
+# first child will not do: nspawn forks a short-lived helper first, in the host's namespace,
+# and entering that one fails once it is gone.
+HOST_PIDNS=$(readlink /proc/self/ns/pid)
 LEADER=""
-for _ in $(seq 200); do LEADER=$(pgrep -P "$NSPAWN" || true); [ -n "$LEADER" ] && break; sleep 0.05; done
+for _ in $(seq 400); do
+  for c in $(pgrep -P "$NSPAWN" || true); do
+    ns=$(readlink /proc/"$c"/ns/pid 2>/dev/null || true)
+    [ -n "$ns" ] && [ "$ns" != "$HOST_PIDNS" ] && { LEADER=$c; break; }
+  done
+  [ -n "$LEADER" ] && break; sleep 0.05
+done
 [ -n "$LEADER" ] || { echo "nspawn did not start:"; cat "$RES/console.log"; exit 2; }
 IN() { nsenter --target "$LEADER" --all env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb LANG=C.UTF-8 "$@"; }
 # PID 1's private socket appears a moment after exec; only then can systemctl talk to it.
