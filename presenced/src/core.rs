@@ -90,6 +90,8 @@ struct PendingLogin {
 /// How long a login may take between its URL and its redirect, and how many may wait.
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 const MAX_PENDING_LOGINS: usize = 8;
+/// A fetch that added more articles than this is saved whole instead of journaled.
+const MAX_JOURNALED_ARTICLES: u64 = 64;
 
 /// What the core knows about a running account beyond the state.
 #[derive(Debug)]
@@ -310,7 +312,8 @@ impl Core {
         }
         // An unchanged feed that was fine before changes nothing worth a save: idle polls
         // cost no disk write (the fetch time and status are kept in memory until the next).
-        let changed = !matches!(report.result, FeedResult::NotModified)
+        // New items are journaled as a change instead (see below).
+        let changed = matches!(report.result, FeedResult::Failed { .. })
             || fs.last_error.is_some()
             || report.current_url != fs.current_url;
         if report.current_url != fs.current_url {
@@ -338,7 +341,8 @@ impl Core {
                 fs.last_modified = last_modified;
                 let accounts: Vec<String> =
                     self.config.accounts.iter().map(|a| a.name.clone()).collect();
-                let ingested = self.state.ingest(&feed, &accounts, items, now());
+                let before = self.state.next_article;
+                let mut ingested = self.state.ingest(&feed, &accounts, items, now());
                 crate::memory::give_back();
                 if ingested.baseline > 0 {
                     tracing::info!(feed = %url, "baseline: {} existing articles will not be announced", ingested.baseline);
@@ -347,6 +351,20 @@ impl Core {
                     let a = &self.state.articles[id];
                     let held = ingested.held.contains(id);
                     tracing::info!(feed = %url, article_url = %a.link, held, "new article: {}", a.title);
+                }
+                // Already applied. A few new articles are made durable with the first
+                // announcement they start (one journal record; a full save when none
+                // starts); a baseline or an archive's worth goes straight to a full save
+                // rather than into a copy for the journal.
+                let added = self.state.next_article - before;
+                if added > MAX_JOURNALED_ARTICLES {
+                    self.dirty = true;
+                } else {
+                    let (ids, links) = (
+                        std::mem::take(&mut ingested.learned_ids),
+                        std::mem::take(&mut ingested.learned_links),
+                    );
+                    self.changes.push(self.state.fetched(url, ids, links, before));
                 }
             }
         }
@@ -437,7 +455,9 @@ impl Core {
                 acc.health = "ok".into();
             }
         }
-        self.dirty = true;
+        // A read that found nothing new writes nothing: mention polls of a quiet account
+        // cost no disk write.
+        self.dirty |= ingested.messages > 0 || ingested.cursors_moved;
     }
 
     /// After every event: start what can start, make it durable, then let it go out.
@@ -541,14 +561,13 @@ impl Core {
 
     fn in_flight_of(&self, account: &str) -> Option<u64> {
         self.state
-            .articles
-            .iter()
+            .open_articles()
             .find(|(_, a)| {
                 a.announcements
                     .get(account)
                     .is_some_and(|x| matches!(x.status, AnnStatus::InFlight { .. }))
             })
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
     }
 
     /// Hands each idle account its in-flight post. Only called when the state on disk says
@@ -1130,7 +1149,7 @@ impl Core {
 
     fn update_status_line(&mut self) {
         let (mut pending, mut held, mut failed) = (0, 0, 0);
-        for ann in self.state.articles.values().flat_map(|a| a.announcements.values()) {
+        for ann in self.state.open_articles().flat_map(|(_, a)| a.announcements.values()) {
             match ann.status {
                 AnnStatus::Pending | AnnStatus::InFlight { .. } => pending += 1,
                 AnnStatus::Held { .. } => held += 1,

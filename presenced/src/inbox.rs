@@ -42,6 +42,8 @@ pub struct Ingested {
     pub reopened: Vec<u64>,
     pub messages: usize,
     pub duplicates: usize,
+    /// Whether a cursor moved: with no new message either, nothing needs saving.
+    pub cursors_moved: bool,
 }
 
 /// When the human started owing an answer: the first message from someone else after the
@@ -56,19 +58,20 @@ pub fn answer_key(account: &str, conversation: u64, position: usize) -> String {
     crate::state::announcement_key(account, "answer", &format!("c{conversation}#{position}"))
 }
 
-impl State {
-    /// Rebuilds the lookups after loading.
-    pub fn reindex(&mut self) {
+impl Index {
+    pub fn of(conversations: &BTreeMap<u64, Conversation>) -> Index {
         let mut index = Index::default();
-        for (id, c) in &self.conversations {
+        for (id, c) in conversations {
             index.threads.insert((c.account.clone(), c.thread.clone()), *id);
             for m in c.messages.iter().filter(|m| !m.remote_id.is_empty()) {
                 index.messages.insert((c.account.clone(), m.remote_id.clone()), *id);
             }
         }
-        self.index = index;
+        index
     }
+}
 
+impl State {
     /// Stores newly arrived messages, each exactly once, and the account's cursors with
     /// them. A message in a snoozed or finished conversation reopens it.
     pub fn ingest_mentions(
@@ -125,7 +128,13 @@ impl State {
             self.index.messages.insert(key, id);
             report.messages += 1;
         }
-        self.accounts.entry(account.to_owned()).or_default().cursors.extend(cursors);
+        let stored = &mut self.accounts.entry(account.to_owned()).or_default().cursors;
+        for (name, cursor) in cursors {
+            if stored.get(&name) != Some(&cursor) {
+                stored.insert(name, cursor);
+                report.cursors_moved = true;
+            }
+        }
         report
     }
 
@@ -382,6 +391,10 @@ mod tests {
         assert!(r.new_conversations.is_empty());
         assert_eq!(s.conversations[&1].messages.len(), 2);
         assert_eq!(s.accounts["m"].cursors["notifications"], "3");
+        assert!(r.cursors_moved);
+        // A read that found only what is known moved nothing: the core saves nothing.
+        let r = s.ingest_mentions("m", vec![incoming("3", "t1", "carol", 12)], cursor("3"));
+        assert_eq!((r.messages, r.duplicates, r.cursors_moved), (0, 1, false));
         // Same ids on another account are other messages.
         assert_eq!(
             s.ingest_mentions("x", vec![incoming("1", "t1", "a", 1)], cursor("1")).messages,

@@ -26,6 +26,12 @@ pub struct State {
     /// Lookups rebuilt from `conversations` by [`State::reindex`]; never stored.
     #[serde(skip)]
     pub index: crate::inbox::Index,
+    /// The articles with an announcement still to make (not posted or skipped yet), rebuilt
+    /// by [`State::reindex`]; never stored. The core looks for work after every event, and a
+    /// blog's history is hundreds of finished articles: scanning those each time was the
+    /// larger part of the core's own CPU in a burst of posts.
+    #[serde(skip)]
+    open: BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +52,39 @@ pub struct FeedState {
     pub last_status: Option<String>,
     pub last_error: Option<String>,
     pub failures: u32,
+}
+
+impl FeedState {
+    /// A copy without the seen-sets, the part that grows with the blog's history.
+    fn without_seen(&self) -> FeedState {
+        // Destructured whole, so that a new field cannot be forgotten here.
+        let FeedState {
+            current_url,
+            etag,
+            last_modified,
+            baseline_taken,
+            seen_ids: _,
+            seen_links: _,
+            newest_seen,
+            last_fetch,
+            last_status,
+            last_error,
+            failures,
+        } = self;
+        FeedState {
+            current_url: current_url.clone(),
+            etag: etag.clone(),
+            last_modified: last_modified.clone(),
+            baseline_taken: *baseline_taken,
+            seen_ids: BTreeSet::new(),
+            seen_links: BTreeSet::new(),
+            newest_seen: *newest_seen,
+            last_fetch: *last_fetch,
+            last_status: last_status.clone(),
+            last_error: last_error.clone(),
+            failures: *failures,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,6 +232,9 @@ pub struct Ingested {
     pub baseline: usize,
     pub new: Vec<u64>,
     pub held: Vec<u64>,
+    /// Identities and canonical links seen for the first time, for [`State::fetched`].
+    pub learned_ids: Vec<String>,
+    pub learned_links: Vec<String>,
 }
 
 /// The announcement key for (account, feed, identity): stable across restarts.
@@ -206,7 +248,36 @@ pub fn announcement_key(account: &str, feed: &str, identity: &str) -> String {
     h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+impl Article {
+    /// Whether an announcement of it is still to be made (or to be decided by a human).
+    fn open(&self) -> bool {
+        self.announcements
+            .values()
+            .any(|x| !matches!(x.status, AnnStatus::Posted { .. } | AnnStatus::Skipped { .. }))
+    }
+}
+
 impl State {
+    /// Rebuilds the lookups after loading.
+    pub fn reindex(&mut self) {
+        self.index = crate::inbox::Index::of(&self.conversations);
+        self.open = self.articles.iter().filter(|(_, a)| a.open()).map(|(id, _)| *id).collect();
+    }
+
+    /// After a change to article `id`: whether it still has work left.
+    fn note(&mut self, id: u64) {
+        if self.articles.get(&id).is_some_and(Article::open) {
+            self.open.insert(id);
+        } else {
+            self.open.remove(&id);
+        }
+    }
+
+    /// The articles with an announcement still to make, oldest id first.
+    pub fn open_articles(&self) -> impl Iterator<Item = (u64, &Article)> {
+        self.open.iter().filter_map(|id| self.articles.get(id).map(|a| (*id, a)))
+    }
+
     /// Decides which of a successful fetch's items are new and what happens to them
     /// (DESIGN §5): known identities or links are not new (edits, guid churn, link churn);
     /// the first fetch is a baseline; an item far older than the newest seen is held; more
@@ -219,15 +290,20 @@ impl State {
         now: Unix,
     ) -> Ingested {
         let fs = self.feeds.entry(feed.url.clone()).or_default();
+        let mut report = Ingested::default();
         let mut fresh: Vec<(usize, Candidate)> = Vec::new();
         for (order, item) in items.into_iter().enumerate() {
             let known = fs.seen_ids.contains(&item.identity)
                 || item.canonical_link.as_ref().is_some_and(|l| fs.seen_links.contains(l));
             // Remember both identities either way: a guid that changed while the link stayed
             // (or the reverse) is learned, so the next change is recognised too.
-            fs.seen_ids.insert(item.identity.clone());
+            if fs.seen_ids.insert(item.identity.clone()) {
+                report.learned_ids.push(item.identity.clone());
+            }
             if let Some(link) = &item.canonical_link {
-                fs.seen_links.insert(link.clone());
+                if fs.seen_links.insert(link.clone()) {
+                    report.learned_links.push(link.clone());
+                }
             }
             if !known {
                 fresh.push((order, item));
@@ -242,7 +318,6 @@ impl State {
         // Newest first: by date, and for undated items by feed order (feeds list newest first).
         fresh.sort_by(|(oa, a), (ob, b)| b.published.cmp(&a.published).then(oa.cmp(ob)));
 
-        let mut report = Ingested::default();
         let mut released = 0usize;
         for (_, item) in fresh {
             let status = if first_run {
@@ -315,27 +390,27 @@ impl State {
             announcements,
         };
         self.articles.insert(id, article);
+        self.note(id);
         id
     }
 
     /// The next announcement to send on `account`: the oldest pending one.
     pub fn next_pending(&self, account: &str) -> Option<u64> {
-        self.articles
-            .iter()
+        self.open_articles()
             .filter(|(_, a)| {
                 a.announcements.get(account).is_some_and(|x| x.status == AnnStatus::Pending)
             })
-            .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), **id))
-            .map(|(id, _)| *id)
+            .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), *id))
+            .map(|(id, _)| id)
     }
 
     /// Every announcement left in flight, e.g. by a crash: each is in doubt.
     pub fn in_flight(&self) -> Vec<(u64, String)> {
         let mut out = Vec::new();
-        for (id, a) in &self.articles {
+        for (id, a) in self.open_articles() {
             for (account, ann) in &a.announcements {
                 if matches!(ann.status, AnnStatus::InFlight { .. }) {
-                    out.push((*id, account.clone()));
+                    out.push((id, account.clone()));
                 }
             }
         }
@@ -382,11 +457,40 @@ impl State {
                 ann.status = AnnStatus::Failed { error, retry_at: None };
             }
         }
+        self.note(article);
     }
 
-    /// Replays one journaled step of an announcement (see [`Change`]).
+    /// What a fetch changed, after [`State::ingest`] (`from`: `next_article` before it), as
+    /// a [`Change`] for the journal: the feed's state with only what it learned in its
+    /// seen-sets, and the articles it added.
+    pub fn fetched(
+        &self,
+        feed: &str,
+        learned_ids: Vec<String>,
+        learned_links: Vec<String>,
+        from: u64,
+    ) -> Change {
+        let mut state = self.feeds.get(feed).map(FeedState::without_seen).unwrap_or_default();
+        state.seen_ids = learned_ids.into_iter().collect();
+        state.seen_links = learned_links.into_iter().collect();
+        let articles = self.articles.range(from + 1..).map(|(id, a)| (*id, a.clone())).collect();
+        Change::Fetched { feed: feed.to_owned(), state, articles }
+    }
+
+    /// Replays one journaled change (see [`Change`]).
     pub fn apply(&mut self, change: Change) {
         match change {
+            Change::Fetched { feed, mut state, articles } => {
+                let fs = self.feeds.entry(feed).or_default();
+                state.seen_ids.append(&mut fs.seen_ids);
+                state.seen_links.append(&mut fs.seen_links);
+                *fs = state;
+                for (id, article) in articles {
+                    self.next_article = self.next_article.max(id);
+                    self.articles.insert(id, article);
+                    self.note(id);
+                }
+            }
             Change::Begin { article, account, text, at } => {
                 self.begin(article, &account, text, at);
             }
@@ -399,7 +503,8 @@ impl State {
     /// Failed announcements whose retry time has come go back to pending.
     pub fn due_retries(&mut self, now: Unix) -> usize {
         let mut n = 0;
-        for a in self.articles.values_mut() {
+        for id in &self.open {
+            let Some(a) = self.articles.get_mut(id) else { continue };
             for ann in a.announcements.values_mut() {
                 if let AnnStatus::Failed { retry_at: Some(t), .. } = ann.status {
                     if t <= now {
@@ -414,9 +519,8 @@ impl State {
 
     /// The earliest automatic retry, for the core's timer.
     pub fn next_retry(&self) -> Option<Unix> {
-        self.articles
-            .values()
-            .flat_map(|a| a.announcements.values())
+        self.open_articles()
+            .flat_map(|(_, a)| a.announcements.values())
             .filter_map(|ann| match ann.status {
                 AnnStatus::Failed { retry_at, .. } => retry_at,
                 _ => None,
@@ -450,20 +554,23 @@ impl State {
         if changed == 0 {
             return Err(ActError::NothingToDo { article, action });
         }
+        self.note(article);
         Ok(changed)
     }
 }
 
-/// One step of an announcement, exactly as the core made it: the store journals these
-/// between full saves (a burst of posts appends a few hundred bytes per post instead of
-/// rewriting the whole state), and loading replays them through [`State::apply`], the same
-/// rules that made them. Part of the journal's format: append-only, like the state types.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One change to the state, exactly as the core made it: the store journals these between
+/// full saves (a burst of posts appends a few hundred bytes per post instead of rewriting
+/// the whole state), and loading replays them through [`State::apply`]. Part of the
+/// journal's format: append-only, like the state types.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Change {
     /// [`State::begin`]: pending → in flight, with the text fixed.
     Begin { article: u64, account: String, text: String, at: Unix },
     /// [`State::finish`]: what the network said.
     Finish { article: u64, account: String, outcome: Outcome, at: Unix },
+    /// [`State::fetched`]: a fetch's result, replayed as it was decided (not decided again).
+    Fetched { feed: String, state: FeedState, articles: Vec<(u64, Article)> },
 }
 
 /// What a network said about one attempt.
@@ -658,6 +765,77 @@ mod tests {
         assert!(matches!(ann.status, AnnStatus::Posted { at: 110, .. }));
         assert!(!ann.in_doubt);
         assert_eq!(ann.attempts, 2);
+    }
+
+    /// Replaying a fetch's journaled change gives exactly the state the fetch left: new
+    /// articles, learned identities (guid churn included), the feed's fields.
+    #[test]
+    fn a_fetched_change_replays_the_ingest() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), (1..=3).map(item).collect(), 10);
+        let before = s.clone();
+        let from = s.next_article;
+        let mut items: Vec<_> = (1..=8).map(item).collect();
+        items[1].identity = "new-guid-for-2".into();
+        let r = s.ingest(&feed(), &accounts(), items, 20);
+        let fs = s.feeds.get_mut("https://blog/feed").unwrap();
+        fs.etag = Some("\"v2\"".into());
+        fs.last_fetch = Some(20);
+        assert_eq!((r.new.len(), r.held.len(), r.learned_ids.len()), (3, 2, 6));
+        let change = s.fetched("https://blog/feed", r.learned_ids, r.learned_links, from);
+        let Change::Fetched { state, articles, .. } = &change else { unreachable!() };
+        assert_eq!((state.seen_ids.len(), articles.len()), (6, 5), "only what is new");
+        let mut replayed = before;
+        replayed.apply(change);
+        assert_eq!(replayed, s);
+    }
+
+    /// The index of open articles is what a full scan would find, after any sequence of the
+    /// steps that change an announcement.
+    #[test]
+    fn the_open_index_follows_every_change() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), (0..5).map(item).collect(), 1);
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for step in 0..2000 {
+            let now = 10 + step;
+            let id = 1 + next(s.next_article.max(1));
+            let account = ["a", "b"][next(2) as usize];
+            match next(8) {
+                0 => {
+                    let items = (0..next(6)).map(|_| item(next(60) as i64)).collect();
+                    s.ingest(&feed(), &accounts(), items, now);
+                }
+                1 | 2 => {
+                    s.begin(id, account, "text".into(), now);
+                }
+                3 => {
+                    let outcome = match next(3) {
+                        0 => Outcome::Posted { remote_id: step.to_string(), url: None },
+                        1 => Outcome::Retry { error: "503".into(), after: None, in_doubt: false },
+                        _ => Outcome::GiveUp { error: "422".into() },
+                    };
+                    s.finish(id, account, outcome, now);
+                }
+                4 => {
+                    s.due_retries(now + next(100) as i64);
+                }
+                _ => {
+                    let action = [Action::Approve, Action::Skip, Action::Retry][next(3) as usize];
+                    let _ = s.act(id, action);
+                }
+            }
+            let mut scanned = s.clone();
+            scanned.reindex();
+            assert_eq!(s.open, scanned.open, "after step {step}");
+        }
+        assert!(!s.open.is_empty() && s.open.len() < s.articles.len(), "{:?}", s.open);
     }
 
     #[test]

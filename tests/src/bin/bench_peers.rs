@@ -826,14 +826,20 @@ fn main() {
     let p = run_presenced(&masto, blog);
     let mut tools = vec![];
     let mut peers = vec![];
-    for peer in Peer::ALL {
+    // `--presenced-only`: presenced's cycles alone, for working on its side of the table.
+    let only_presenced = std::env::args().any(|a| a == "--presenced-only");
+    for peer in Peer::ALL.into_iter().filter(|_| !only_presenced) {
         eprintln!("{}…", peer.name());
         peers.push(run_peer(&masto, blog, peer));
     }
     tools.push(&p.tool);
     tools.extend(&peers);
-    eprintln!("parse throughput…");
-    let parse = parse_throughput(&feed_file);
+    let parse = if only_presenced {
+        vec![]
+    } else {
+        eprintln!("parse throughput…");
+        parse_throughput(&feed_file)
+    };
 
     println!("Versions:\n");
     for t in &tools {
@@ -944,6 +950,9 @@ fn main() {
         }
     }
 
+    if parse.is_empty() {
+        return;
+    }
     println!(
         "\n## Parse throughput, same {FEED_ITEMS}-item RSS bytes ({} KiB)\n",
         std::fs::metadata(&feed_file).unwrap().len() / 1024
