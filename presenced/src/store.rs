@@ -598,8 +598,8 @@ mod tests {
     }
 
     #[test]
-    fn golden_v1_journal_with_a_fetch_keeps_replaying() {
-        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/journal-v1-fetch.bin");
+    fn golden_v2_journal_with_a_fetch_keeps_replaying() {
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/journal-v2.bin");
         let loaded = golden_journal_keeps_replaying(golden, &fetch_steps());
         let fs = &loaded.feeds["https://blog.example/feed"];
         assert_eq!(fs.etag.as_deref(), Some("\"def\""));
@@ -654,18 +654,25 @@ mod tests {
         store.save(&s).unwrap();
         let records = steps();
         store.commit(&s, &records[0]).unwrap();
-        let good = fs::metadata(dir.path().join("state.journal")).unwrap().len();
+        let good = store.journal.borrow().valid().unwrap() as usize;
         store.commit(&s, &records[1]).unwrap();
+        let end = store.journal.borrow().valid().unwrap() as usize;
         drop(store);
         let path = dir.path().join("state.journal");
         let full = fs::read(&path).unwrap();
-        for cut in [good as usize + 3, full.len() - 1] {
-            fs::write(&path, &full[..cut]).unwrap();
-            assert_eq!(reopen(dir.path()).unwrap(), Some(applied(sample(), &records[..1])));
+        assert!(full[end..].iter().all(|&b| b == 0) && full.len() > end, "zeros ahead");
+        // Cut short (format 1 had no zeros ahead), or cut inside the zeros.
+        for cut in [good + 3, end - 8] {
+            for zeros in [0, 100] {
+                let mut torn = full[..cut].to_vec();
+                torn.resize(cut + zeros, 0);
+                fs::write(&path, &torn).unwrap();
+                assert_eq!(reopen(dir.path()).unwrap(), Some(applied(sample(), &records[..1])));
+            }
         }
         // The last record's bytes all there but wrong (its data never reached the disk).
         let mut garbled = full.clone();
-        *garbled.last_mut().unwrap() ^= 0xff;
+        garbled[end - 1] ^= 0xff;
         fs::write(&path, &garbled).unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut s = store.load().unwrap().unwrap();
@@ -698,8 +705,12 @@ mod tests {
         let e = err(&middle);
         assert!(e.contains("state.journal") && e.contains("checksum mismatch"), "{e}");
         let mut newer = good.clone();
-        newer[5] = 2;
-        assert!(err(&newer).contains("state.journal: written by a newer presenced (format 2"));
+        newer[5] = 3;
+        assert!(err(&newer).contains("state.journal: written by a newer presenced (format 3"));
+        let mut after_the_end = good.clone();
+        *after_the_end.last_mut().unwrap() = 1;
+        let e = err(&after_the_end);
+        assert!(e.contains("state.journal") && e.contains("data after the end"), "{e}");
         assert!(err(b"garbage that is not a journal").contains("state.journal: not a presenced"));
     }
 
@@ -716,6 +727,78 @@ mod tests {
         s = applied(s, std::slice::from_ref(record));
         store.commit(&s, record).unwrap();
         assert_eq!(decode(&fs::read(&path).unwrap(), &path).unwrap(), s, "whole again");
+    }
+
+    /// The point of the zeros ahead: appends within them leave the file's size alone, so
+    /// their fdatasync has no size to write.
+    #[test]
+    fn appends_overwrite_the_zeros_ahead_without_growing_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let s = sample();
+        store.save(&s).unwrap();
+        let path = dir.path().join("state.journal");
+        let text = "x".repeat(1000);
+        let record = &vec![Change::Begin { article: 1, account: "acct0".into(), text, at: 10 }];
+        store.commit(&s, record).unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        assert_eq!(len % journal::CHUNK, 0);
+        let mut appended = 1;
+        while store.journal.borrow().valid().unwrap() + 1100 < len {
+            store.commit(&s, record).unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().len(), len, "after {appended} appends");
+            appended += 1;
+        }
+        assert!(appended > 50, "{appended}");
+        // Past the zeros, the file grows by another chunk.
+        store.commit(&s, record).unwrap();
+        store.commit(&s, record).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), len + journal::CHUNK);
+        drop(store);
+        let replayed = reopen(dir.path()).unwrap().unwrap();
+        assert_eq!(replayed, applied(sample(), std::slice::from_ref(record)));
+    }
+
+    /// A journal of format 1 (no zeros ahead, no fetch records) replays, and is folded into
+    /// the state file by a full save before anything is appended in format 2.
+    #[test]
+    fn a_format_1_journal_is_folded_in_before_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::copy(GOLDEN_V1, dir.path().join("state")).unwrap();
+        let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/journal-v1.bin");
+        fs::copy(golden, dir.path().join("state.journal")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = store.load().unwrap().unwrap();
+        let record =
+            vec![Change::Begin { article: 2, account: "acct1".into(), text: "x".into(), at: 1 }];
+        s = applied(s, std::slice::from_ref(&record));
+        store.commit(&s, &record).unwrap();
+        let saved = decode(&fs::read(dir.path().join("state")).unwrap(), dir.path()).unwrap();
+        assert_eq!(saved, s, "a full save");
+        store.commit(&s, &record).unwrap();
+        assert_eq!(fs::read(dir.path().join("state.journal")).unwrap()[5], 2, "format 2");
+        drop(store);
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
+    }
+
+    #[test]
+    fn a_journal_replaced_behind_our_back_is_made_good_by_a_full_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut s = sample();
+        store.save(&s).unwrap();
+        let records = steps();
+        s = applied(s, &records[..1]);
+        store.commit(&s, &records[0]).unwrap();
+        let path = dir.path().join("state.journal");
+        let copy = dir.path().join("journal.copy");
+        fs::copy(&path, &copy).unwrap();
+        fs::rename(&copy, &path).unwrap();
+        s = applied(s, &records[1..]);
+        store.commit(&s, &records[1]).unwrap();
+        assert_eq!(decode(&fs::read(dir.path().join("state")).unwrap(), dir.path()).unwrap(), s);
+        drop(store);
+        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
     }
 
     #[test]

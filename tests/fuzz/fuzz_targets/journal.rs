@@ -3,6 +3,8 @@
 //! 0: records whose lengths and checksums are fixed up (each body: a u16 LE length, then
 //! that many bytes), so that bincode and `State::apply` see the fuzzer's bytes;
 //! 1: a valid header for the state file, then the raw bytes; other: the raw bytes alone.
+//! Bit 7 of byte 0 picks the journal format of the header: 1 (records only) or 2 (records,
+//! then zeros).
 #![no_main]
 
 use std::fs;
@@ -44,9 +46,10 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    let journal = match mode {
-        0 => presence_fuzz::journal(STATE, &records(rest)),
-        1 => presence_fuzz::journal(STATE, rest),
+    let version = if mode & 0x80 == 0 { 2 } else { 1 };
+    let journal = match mode & 0x7f {
+        0 => presence_fuzz::journal(version, STATE, &records(rest)),
+        1 => presence_fuzz::journal(version, STATE, rest),
         _ => rest.to_vec(),
     };
     DIR.with(|dir| check(dir, &journal));

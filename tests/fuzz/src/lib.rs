@@ -17,12 +17,12 @@ pub fn envelope(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A format-1 journal extending `state_file`: the header naming it (its length and its
+/// A journal of `version` extending `state_file`: the header naming it (its length and its
 /// checksum, the last four bytes), then `records` as they are.
-pub fn journal(state_file: &[u8], records: &[u8]) -> Vec<u8> {
+pub fn journal(version: u16, state_file: &[u8], records: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(19 + records.len());
     out.extend_from_slice(b"PRSNJ");
-    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(state_file.len() as u64).to_le_bytes());
     out.extend_from_slice(&state_file[state_file.len().saturating_sub(4)..]);
     out.extend_from_slice(records);
