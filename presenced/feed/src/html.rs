@@ -111,8 +111,19 @@ impl TextBuilder {
     }
 
     fn push_text(&mut self, text: &str) {
-        for c in text.chars() {
-            self.push_char(c);
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            // Printable ASCII other than the space needs none of the rules of push_char: a
+            // run of it is copied at once (most of any feed's text).
+            let plain = rest.bytes().position(|b| !b.is_ascii_graphic()).unwrap_or(rest.len());
+            if plain > 0 {
+                self.break_before_text();
+                self.out.push_str(&rest[..plain]);
+                rest = &rest[plain..];
+            } else {
+                self.push_char(c);
+                rest = &rest[c.len_utf8()..];
+            }
         }
     }
 
@@ -124,6 +135,12 @@ impl TextBuilder {
         if is_invisible(c) {
             return;
         }
+        self.break_before_text();
+        self.out.push(c);
+    }
+
+    /// The pending break, written out now that text follows it.
+    fn break_before_text(&mut self) {
         if !self.out.is_empty() {
             match self.pending {
                 Break::None => {}
@@ -134,7 +151,6 @@ impl TextBuilder {
             }
         }
         self.pending = Break::None;
-        self.out.push(c);
     }
 
     fn finish(self) -> String {
