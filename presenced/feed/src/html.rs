@@ -64,6 +64,10 @@ pub(crate) fn decode_text(text: &str) -> String {
 /// cut, the cut is moved back to a word boundary if one is near and `…` is appended (the
 /// result then has at most `max` characters including the ellipsis).
 pub(crate) fn truncate_chars(mut text: String, max: usize) -> String {
+    // No more bytes than `max` is no more characters either, without counting them.
+    if text.len() <= max {
+        return text;
+    }
     let Some((cut, _)) = text.char_indices().nth(max) else {
         return text;
     };
@@ -111,18 +115,25 @@ impl TextBuilder {
     }
 
     fn push_text(&mut self, text: &str) {
-        let mut rest = text;
-        while let Some(c) = rest.chars().next() {
-            // Printable ASCII other than the space needs none of the rules of push_char: a
-            // run of it is copied at once (most of any feed's text).
-            let plain = rest.bytes().position(|b| !b.is_ascii_graphic()).unwrap_or(rest.len());
-            if plain > 0 {
+        // ASCII, most of any feed's text, is handled here by byte: a run of printable
+        // characters is copied at once, and whitespace is a space to collapse. The rest
+        // goes through push_char.
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        while let Some(&b) = bytes.get(at) {
+            if b.is_ascii_graphic() {
+                let run = bytes[at..].iter().position(|b| !b.is_ascii_graphic());
+                let end = run.map_or(bytes.len(), |n| at + n);
                 self.break_before_text();
-                self.out.push_str(&rest[..plain]);
-                rest = &rest[plain..];
+                self.out.push_str(&text[at..end]);
+                at = end;
+            } else if matches!(b, b'\t'..=b'\r' | b' ') {
+                self.push_break(Break::Space);
+                at += 1;
             } else {
+                let Some(c) = text[at..].chars().next() else { break };
                 self.push_char(c);
-                rest = &rest[c.len_utf8()..];
+                at += c.len_utf8();
             }
         }
     }
@@ -170,7 +181,7 @@ fn render(html: &str, keep_lines: bool) -> String {
     let mut out = TextBuilder::new(keep_lines);
     let mut rest = html;
     while !rest.is_empty() {
-        let special = rest.find(['<', '&']).unwrap_or(rest.len());
+        let special = memchr::memchr2(b'<', b'&', rest.as_bytes()).unwrap_or(rest.len());
         if special > 0 {
             out.push_text(&rest[..special]);
             rest = &rest[special..];

@@ -42,7 +42,7 @@ pub(crate) fn to_text(text: &str, mode: Mode) -> String {
 /// multi-byte sequences, which legitimate text practically never does.
 pub(crate) fn repair_mojibake(text: String) -> String {
     // Every UTF-8 lead byte read as windows-1252 is in U+00C2..=U+00F4.
-    if !text.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
+    if text.is_ascii() || !text.chars().any(|c| ('\u{c2}'..='\u{f4}').contains(&c)) {
         return text;
     }
     let (bytes, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&text);

@@ -30,7 +30,7 @@ pub(crate) fn prepare(text: &str, warnings: &mut Warnings) -> Result<String, Par
 
     while pos < text.len() {
         let rest = &text[pos..];
-        let Some(special) = rest.find(['<', '&']) else {
+        let Some(special) = memchr::memchr2(b'<', b'&', rest.as_bytes()) else {
             out.push_str(rest);
             break;
         };
