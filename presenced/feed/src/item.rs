@@ -83,12 +83,25 @@ pub(crate) struct Draft {
     pub images: Vec<(u8, String, Url)>,
 }
 
-impl Draft {
-    fn context(&self) -> String {
+/// Which item a warning is about; written out only when there is a warning.
+#[derive(Clone, Copy)]
+struct Context {
+    index: usize,
+    line: Option<usize>,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.line {
-            Some(line) => format!("item {} (line {line})", self.index),
-            None => format!("item {}", self.index),
+            Some(line) => write!(f, "item {} (line {line})", self.index),
+            None => write!(f, "item {}", self.index),
         }
+    }
+}
+
+impl Draft {
+    fn context(&self) -> Context {
+        Context { index: self.index, line: self.line }
     }
 
     /// Builds the item, or `None` (with a warning) if it has to be skipped.
@@ -144,8 +157,8 @@ impl Draft {
             }
         }
 
-        let published = first_date(&self.published, &context, warnings);
-        let updated = first_date(&self.updated, &context, warnings);
+        let published = first_date(&self.published, context, warnings);
+        let updated = first_date(&self.updated, context, warnings);
 
         let mut images = self.images;
         images.sort_by_key(|(priority, _, _)| *priority);
@@ -176,7 +189,7 @@ fn is_avatar(url: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn first_date(candidates: &[String], context: &str, warnings: &mut Warnings) -> Option<i64> {
+fn first_date(candidates: &[String], context: Context, warnings: &mut Warnings) -> Option<i64> {
     let mut result = None;
     for raw in candidates {
         if raw.trim().is_empty() {

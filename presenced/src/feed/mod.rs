@@ -159,25 +159,31 @@ impl Watcher {
 /// items without a guid are told apart by their title and date instead, and the shared
 /// link is not remembered, or every later episode would look already seen.
 fn candidates(items: Vec<presence_feed::Item>) -> Vec<Candidate> {
-    let mut links: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for link in
-        items.iter().filter_map(|i| i.link.as_deref().and_then(presence_feed::canonical_link))
-    {
+    let canonical: Vec<Option<String>> =
+        items.iter().map(|i| i.link.as_deref().and_then(presence_feed::canonical_link)).collect();
+    let mut links: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for link in canonical.iter().flatten() {
         *links.entry(link).or_default() += 1;
     }
+    let shared: Vec<bool> = canonical
+        .iter()
+        .map(|l| l.as_deref().is_some_and(|l| links.get(l).copied().unwrap_or(0) > 1))
+        .collect();
+    drop(links);
     items
         .into_iter()
-        .filter_map(|item| {
-            let link = item.link.as_deref().and_then(presence_feed::canonical_link);
-            let shared = link.as_ref().is_some_and(|l| links.get(l).copied().unwrap_or(0) > 1);
-            candidate(item, shared)
-        })
+        .zip(canonical)
+        .zip(shared)
+        .filter_map(|((item, canonical_link), shared)| candidate(item, canonical_link, shared))
         .collect()
 }
 
-fn candidate(item: presence_feed::Item, shared_link: bool) -> Option<Candidate> {
+fn candidate(
+    item: presence_feed::Item,
+    mut canonical_link: Option<String>,
+    shared_link: bool,
+) -> Option<Candidate> {
     let mut identity = item.identity()?;
-    let mut canonical_link = item.link.as_deref().and_then(presence_feed::canonical_link);
     if shared_link {
         if item.id.is_none() {
             let published = item.published.map(|p| p.to_string()).unwrap_or_default();
