@@ -90,6 +90,8 @@ struct PendingLogin {
 /// How long a login may take between its URL and its redirect, and how many may wait.
 const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 const MAX_PENDING_LOGINS: usize = 8;
+/// How often the status line is sent while announcements are in flight.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// A fetch that added more articles than this is saved whole instead of journaled.
 const MAX_JOURNALED_ARTICLES: u64 = 64;
 
@@ -136,6 +138,7 @@ pub struct Core {
     answer_waiters: BTreeMap<String, oneshot::Sender<Response>>,
     watchdog: Option<Duration>,
     last_status_line: String,
+    last_status_at: Option<Instant>,
     /// Logins waiting for their redirect, by OAuth `state`.
     logins: BTreeMap<String, PendingLogin>,
 }
@@ -182,6 +185,7 @@ impl Core {
             answer_waiters: BTreeMap::new(),
             watchdog: notify::watchdog_interval(),
             last_status_line: String::new(),
+            last_status_at: None,
             logins: BTreeMap::new(),
         };
         (core, sender)
@@ -829,7 +833,9 @@ impl Core {
                 self.handle(event);
             }
         }
-        if self.dirty {
+        // Outcomes that arrived while stopping are changes, not dirt: saved too, or the next
+        // start would have to ask the network about them again.
+        if self.dirty || !self.changes.is_empty() {
             if let Err(err) = self.store.save(&self.state) {
                 tracing::error!("final save failed: {err}");
             }
@@ -1167,9 +1173,16 @@ impl Core {
                 self.config.accounts.len()
             ),
         };
-        if line != self.last_status_line {
+        // Mid-burst the line changes with every post: it is sent at most once a second
+        // then, and when the burst is over (the line stays right, the service manager is
+        // not sent a datagram per post).
+        let mid_burst = self.not_durable.is_none()
+            && !self.state.in_flight().is_empty()
+            && self.last_status_at.is_some_and(|at| at.elapsed() < STATUS_EVERY);
+        if line != self.last_status_line && !mid_burst {
             notify::status(&line);
             self.last_status_line = line;
+            self.last_status_at = Some(Instant::now());
         }
     }
 }
