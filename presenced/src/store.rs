@@ -250,12 +250,15 @@ fn options() -> impl Options {
 }
 
 pub fn encode(state: &State) -> Result<Vec<u8>, bincode::Error> {
-    let body = options().serialize(state)?;
-    let mut out = Vec::with_capacity(HEADER + body.len() + 4);
+    // The body is written in place after a header whose length is filled in afterwards:
+    // one pass over the state, no copy of it.
+    let mut out = Vec::with_capacity(64 * 1024);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 8]);
+    options().serialize_into(&mut out, state)?;
+    let body_len = (out.len() - HEADER) as u64;
+    out[MAGIC.len() + 2..HEADER].copy_from_slice(&body_len.to_le_bytes());
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
