@@ -337,3 +337,46 @@ fn a_dropped_stream_is_back_filled() {
     w.masto.post_as(&alice, "@blogger cut short", None, &[]);
     assert!(wait_until(Duration::from_secs(15), || w.list(&[]).len() == 3), "{}", w.sb.log());
 }
+
+/// Idle costs nothing on disk with an account either: polls that find no new mention, no
+/// reply in a watched thread and an unchanged feed write no state; a mention is still saved.
+#[test]
+fn polls_that_find_nothing_write_no_state() {
+    use std::os::unix::fs::MetadataExt;
+    let w = world();
+    let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
+    let _daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    let (first, _) = w.announce_two();
+    w.masto.post_as(&alice, "@blogger hello", Some(&first), &[]);
+    assert!(wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1), "{}", w.sb.log());
+    // Quiet from here on; whatever the daemon still had to write is written.
+    std::thread::sleep(Duration::from_millis(500));
+    let state = w.sb.state_dir().join("state");
+    let journal = w.sb.state_dir().join("state.journal");
+    let identity = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
+    let before = (identity(&state), identity(&journal));
+    let reads = w.masto.requests().len();
+    for _ in 0..3 {
+        let before_poll = w.masto.requests().len();
+        w.poll();
+        assert!(
+            wait_until(Duration::from_secs(10), || w.masto.requests().len() > before_poll),
+            "the poll read the account"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(w.masto.requests().len() >= reads + 3, "three polls read the account");
+    assert_eq!((identity(&state), identity(&journal)), before, "nothing written");
+    // A new message in a watched thread is written at once.
+    w.masto.post_as(&alice, "just a reply, no mention", Some(&first), &[]);
+    w.poll();
+    assert!(
+        wait_until(Duration::from_secs(10), || identity(&state) != before.0),
+        "a new message is saved: {}",
+        w.sb.log()
+    );
+}
