@@ -37,7 +37,7 @@ use presence_e2e::{wait_until, NotifySocket, Sandbox};
 
 const FEED_ITEMS: i64 = 500;
 const NEW_PER_CYCLE: i64 = 20;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 // ---------------------------------------------------------------------------------------------
 // The blog
