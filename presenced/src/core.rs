@@ -130,7 +130,7 @@ pub struct Core {
     not_durable: Option<String>,
     /// The state changed in a way only a full save records.
     dirty: bool,
-    /// Announcement steps since the last save: journaled while a burst is in flight.
+    /// Announcement steps and fetch results since the last save, for the journal.
     changes: Vec<Change>,
     /// Replies to mutating requests wait until the change is durable.
     replies: Vec<(oneshot::Sender<Response>, Response)>,
@@ -356,10 +356,9 @@ impl Core {
                     let held = ingested.held.contains(id);
                     tracing::info!(feed = %url, article_url = %a.link, held, "new article: {}", a.title);
                 }
-                // Already applied. A few new articles are made durable with the first
-                // announcement they start (one journal record; a full save when none
-                // starts); a baseline or an archive's worth goes straight to a full save
-                // rather than into a copy for the journal.
+                // Already applied. A few new articles are journaled (with the first
+                // announcement they start, in one record); a baseline or an archive's worth
+                // goes straight to a full save rather than into a copy for the journal.
                 let added = self.state.next_article - before;
                 if added > MAX_JOURNALED_ARTICLES {
                     self.dirty = true;
@@ -470,14 +469,13 @@ impl Core {
             self.begin_announcements();
         }
         if self.dirty || !self.changes.is_empty() {
-            // Mid-burst, the steps go to the journal; when the burst is over (or anything
-            // else changed) the whole state is written, so that a quiet daemon's state file
-            // is complete on its own.
-            let burst = !self.dirty && !self.state.in_flight().is_empty();
-            let saved = if burst {
-                self.store.commit(&self.state, &self.changes)
-            } else {
+            // Announcement steps and fetch results go to the journal. Anything else that
+            // changed writes the whole state, which folds the journal in; so do a long
+            // journal (the store decides) and a clean stop.
+            let saved = if self.dirty {
                 self.store.save(&self.state)
+            } else {
+                self.store.commit(&self.state, &self.changes)
             };
             match saved {
                 Ok(()) => {
@@ -833,9 +831,10 @@ impl Core {
                 self.handle(event);
             }
         }
-        // Outcomes that arrived while stopping are changes, not dirt: saved too, or the next
-        // start would have to ask the network about them again.
-        if self.dirty || !self.changes.is_empty() {
+        // Outcomes that arrived while stopping are saved too (or the next start would have to
+        // ask the network about them again), and the journal is folded in: a stopped
+        // daemon leaves a state file complete on its own.
+        if self.dirty || !self.changes.is_empty() || self.store.journaled() {
             if let Err(err) = self.store.save(&self.state) {
                 tracing::error!("final save failed: {err}");
             }

@@ -13,8 +13,9 @@
 //! never replaced by an empty state: loading fails with a message naming the file.
 //! An exclusive lock on `state.lock` keeps two daemons off one state directory.
 //!
-//! Between full saves, announcement steps can be appended to `state.journal` instead (see
-//! [`journal`]); loading replays them.
+//! Between full saves, announcement steps and fetch results are appended to `state.journal`
+//! instead (see [`journal`]); loading replays them. A full save, on any other change, after
+//! 256 records or 1 MiB of them, and at a clean stop, folds them into the state file.
 
 mod journal;
 
@@ -37,9 +38,10 @@ pub const FORMAT_VERSION: u16 = 1;
 /// that a corrupt length cannot make the loader allocate without bound.
 const MAX_BODY: u64 = 512 * 1024 * 1024;
 const HEADER: usize = 5 + 2 + 8;
-/// Records appended before a full save folds them into the state file: bounds the journal
-/// and the time a start spends replaying it.
+/// Records, and bytes of them, appended before a full save folds them into the state file:
+/// bounds the journal and the time a start spends replaying it.
 const MAX_JOURNAL_RECORDS: usize = 256;
+const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -128,25 +130,7 @@ impl Store {
     /// The saved state with its journal replayed, or `None` when there is none yet (a first
     /// start).
     pub fn load(&self) -> Result<Option<State>, StoreError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A missing state beside an existing previous one is not a first start.
-                let prev = self.dir.join("state.prev");
-                if prev.exists() {
-                    return Err(StoreError::Io {
-                        path: self.path.clone(),
-                        op: "read",
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "missing, but state.prev exists: copy it to state to recover",
-                        ),
-                    });
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(io(&self.path, "read")(e)),
-        };
+        let Some(bytes) = read_state_file(&self.dir)? else { return Ok(None) };
         let mut state = decode(&bytes, &self.path)?;
         self.known.set(fs::metadata(&self.path).ok().map(|m| FileId::of(&m)));
         let base = Base::of(&bytes);
@@ -155,6 +139,11 @@ impl Store {
         }
         self.base.set(Some(base));
         Ok(Some(state))
+    }
+
+    /// Whether the journal holds changes the state file does not: a clean stop folds them in.
+    pub fn journaled(&self) -> bool {
+        self.journal.borrow().records() > 0
     }
 
     /// Makes `changes`, already applied to `state`, durable: appended to the journal when
@@ -171,7 +160,8 @@ impl Store {
                 if unchanged
                     && journal.intact()
                     && !self.must_save.get()
-                    && journal.records() < MAX_JOURNAL_RECORDS =>
+                    && journal.records() < MAX_JOURNAL_RECORDS
+                    && journal.bytes() < MAX_JOURNAL_BYTES =>
             {
                 match journal.append(base, changes) {
                     Ok(true) => Ok(()),
@@ -247,6 +237,41 @@ fn options() -> impl Options {
         .with_little_endian()
         .with_limit(MAX_BODY)
         .reject_trailing_bytes()
+}
+
+/// What a state directory holds, read without taking its lock (for tools and tests watching
+/// a running daemon): the state file with its journal replayed, as a start would load it.
+pub fn peek(dir: &Path) -> Result<Option<State>, StoreError> {
+    let path = dir.join("state");
+    let Some(bytes) = read_state_file(dir)? else { return Ok(None) };
+    let mut state = decode(&bytes, &path)?;
+    for change in Journal::new(dir).read(Base::of(&bytes))? {
+        state.apply(change);
+    }
+    Ok(Some(state))
+}
+
+/// The state file's bytes, or `None` on a first start.
+fn read_state_file(dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let path = dir.join("state");
+    match fs::read(&path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A missing state beside an existing previous one is not a first start.
+            if dir.join("state.prev").exists() {
+                return Err(StoreError::Io {
+                    path,
+                    op: "read",
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "missing, but state.prev exists: copy it to state to recover",
+                    ),
+                });
+            }
+            Ok(None)
+        }
+        Err(e) => Err(io(&path, "read")(e)),
+    }
 }
 
 pub fn encode(state: &State) -> Result<Vec<u8>, bincode::Error> {
@@ -625,6 +650,7 @@ mod tests {
             store.commit(&s, &record).unwrap();
         }
         assert_eq!(fs::read(dir.path().join("state")).unwrap(), state_file, "only appended");
+        assert_eq!(peek(dir.path()).unwrap(), Some(s.clone()), "seen without the lock");
         drop(store);
         assert_eq!(reopen(dir.path()).unwrap(), Some(s.clone()));
 

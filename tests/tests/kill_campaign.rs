@@ -450,17 +450,14 @@ fn record_of(remote: &dyn Remote) -> Record {
     r
 }
 
-/// The daemon's state on disk: while no daemon runs, the state file with the journal of
-/// announcement steps replayed (as the next start will see it); while one runs (it holds
-/// the state directory's lock), the state file alone, which is whole whenever the daemon
-/// is quiet.
+/// The daemon's state on disk, the state file with its journal replayed, as the next start
+/// will see it: loaded with the state directory's lock while no daemon runs, peeked at
+/// without it while one does.
 fn state_of(sb: &Sandbox) -> Option<State> {
     match presenced::store::Store::open(&sb.state_dir()) {
         Ok(store) => store.load().unwrap(),
         Err(presenced::store::StoreError::Locked { .. }) => {
-            let path = sb.state_dir().join("state");
-            let bytes = std::fs::read(&path).ok()?;
-            presenced::store::decode(&bytes, &path).ok()
+            presenced::store::peek(&sb.state_dir()).ok().flatten()
         }
         Err(e) => panic!("{e}"),
     }

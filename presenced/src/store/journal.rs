@@ -104,6 +104,11 @@ impl Journal {
         self.records
     }
 
+    /// Bytes of those records.
+    pub fn bytes(&self) -> u64 {
+        self.valid.unwrap_or(0)
+    }
+
     /// Whether the journal can take the next record: the file still holds what this process
     /// appended (one deleted, replaced or cut short behind its back lost records that only a
     /// full save can make durable again), and it is of this format.
