@@ -9,6 +9,8 @@ pub mod bluesky;
 pub mod facebook;
 pub mod mastodon;
 pub mod outbox;
+#[cfg(test)]
+pub(crate) mod responder;
 pub mod x;
 
 use std::collections::BTreeMap;

@@ -63,8 +63,6 @@
 
 mod oauth;
 #[cfg(test)]
-pub(crate) mod responder;
-#[cfg(test)]
 mod tests;
 mod wire;
 

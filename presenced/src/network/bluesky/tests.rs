@@ -324,7 +324,7 @@ fn descriptions_and_images() {
 /// a post's backoff grew to 40 s from two real faults. A window about to reset is waited out.
 #[tokio::test]
 async fn a_short_rate_limit_window_is_waited_out_not_failed() {
-    use crate::network::x::responder::{json as answer, with_header, Server};
+    use crate::network::responder::{json as answer, with_header, Server};
     let server = Server::start(|r| match r.path() {
         "/xrpc/app.bsky.notification.listNotifications" => with_header(
             answer(429, json!({"error": "RateLimitExceeded", "message": "slow down"})),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::SecretSource;
-use crate::network::x::responder::{drop_connection, json, with_header, Req, Resp, Server};
+use crate::network::responder::{drop_connection, json, with_header, Req, Resp, Server};
 
 const PAGE: &str = "546349135390552";
 const TOKEN: &str = "EAAB-page-token";

@@ -2,13 +2,11 @@
 //! responder that records every request and answers with canned responses, so that what
 //! was sent can be asserted.
 
-use std::sync::{Arc, Mutex};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
 use crate::config::SecretSource;
+use crate::network::responder::{json, with_header, Req, Resp, Server};
 
 // ---------------------------------------------------------------------------------------
 // Pure parts.
@@ -248,171 +246,6 @@ fn streaming_urls_become_http() {
     assert_eq!(host_of("ex.social"), "ex.social");
 }
 
-// ---------------------------------------------------------------------------------------
-// A responder standing in for a server.
-
-#[derive(Debug, Clone)]
-struct Req {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Req {
-    fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-
-    fn query(&self, name: &str) -> Vec<String> {
-        let q = self.target.split_once('?').map_or("", |(_, q)| q);
-        url::form_urlencoded::parse(q.as_bytes())
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-            .collect()
-    }
-
-    fn form(&self, name: &str) -> Option<String> {
-        url::form_urlencoded::parse(self.body.as_bytes())
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Resp {
-    /// 0: close the connection without answering.
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-    /// An event stream: no length, a pause of 200 ms at each NUL in the body, and the
-    /// connection held open this long after it.
-    hold: Option<Duration>,
-}
-
-fn json(status: u16, body: serde_json::Value) -> Resp {
-    Resp {
-        status,
-        headers: vec![("Content-Type".into(), "application/json".into())],
-        body: body.to_string(),
-        hold: None,
-    }
-}
-
-fn with_header(mut r: Resp, name: &str, value: &str) -> Resp {
-    r.headers.push((name.into(), value.into()));
-    r
-}
-
-type Handler = dyn Fn(&Req) -> Resp + Send + Sync;
-
-#[derive(Debug)]
-struct Server {
-    base: String,
-    requests: Arc<Mutex<Vec<Req>>>,
-}
-
-impl Server {
-    async fn start(handler: impl Fn(&Req) -> Resp + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let handler: Arc<Handler> = Arc::new(handler);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let log = log.clone();
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    let Some(req) = read_request(&mut socket).await else {
-                        return;
-                    };
-                    log.lock().unwrap().push(req.clone());
-                    let resp = handler(&req);
-                    if resp.status == 0 {
-                        return;
-                    }
-                    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", resp.status);
-                    if resp.hold.is_none() {
-                        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
-                    }
-                    for (k, v) in &resp.headers {
-                        head.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    if let Some(hold) = resp.hold {
-                        for (i, part) in resp.body.split('\0').enumerate() {
-                            if i > 0 {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                            }
-                            let _ = socket.write_all(part.as_bytes()).await;
-                        }
-                        tokio::time::sleep(hold).await;
-                    } else {
-                        let _ = socket.write_all(resp.body.as_bytes()).await;
-                    }
-                    let _ = socket.shutdown().await;
-                });
-            }
-        });
-        Server { base, requests }
-    }
-
-    fn requests(&self) -> Vec<Req> {
-        self.requests.lock().unwrap().clone()
-    }
-
-    fn requests_to(&self, path: &str) -> Vec<Req> {
-        self.requests().into_iter().filter(|r| r.path() == path).collect()
-    }
-}
-
-async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Req> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let target = first.next()?.to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Req { method, target, headers, body: String::from_utf8_lossy(&body).into_owned() })
-}
-
 const TOKEN: &str = "s3cr3t-t0ken";
 
 fn secret() -> Secret {
@@ -567,7 +400,7 @@ async fn post_sends_the_key_and_fields() {
         posted,
         Posted { remote_id: "500".into(), url: Some("https://ex.social/@alice/500".into()) }
     );
-    let sent = server.requests_to("/api/v1/statuses");
+    let sent = server.requests_to("POST", "/api/v1/statuses");
     assert_eq!(sent.len(), 1);
     let r = &sent[0];
     assert_eq!(r.method, "POST");
@@ -643,7 +476,7 @@ async fn find_post_matches_the_article_link_in_recent_statuses() {
         if let Some(b) = basics(r, true) {
             return b;
         }
-        let page = r.query("max_id");
+        let page = r.query_all("max_id");
         match page.first().map(String::as_str) {
             None => {
                 let mut boosted = status("30", "alice", None, r#"<a href="https://blog.example/p">x</a>"#);
@@ -673,11 +506,11 @@ async fn find_post_matches_the_article_link_in_recent_statuses() {
     m.start().await.unwrap();
     let found = m.find_post(&post("k")).await.unwrap();
     assert_eq!(found.map(|p| p.remote_id).as_deref(), Some("10"));
-    let asked = server.requests_to("/api/v1/accounts/1/statuses");
+    let asked = server.requests_to("GET", "/api/v1/accounts/1/statuses");
     assert_eq!(asked.len(), 2);
-    assert_eq!(asked[0].query("exclude_replies"), ["true"]);
-    assert_eq!(asked[0].query("limit"), ["40"]);
-    assert_eq!(asked[1].query("max_id"), ["20"]);
+    assert_eq!(asked[0].query_all("exclude_replies"), ["true"]);
+    assert_eq!(asked[0].query_all("limit"), ["40"]);
+    assert_eq!(asked[1].query_all("max_id"), ["20"]);
 
     let mut absent = post("k");
     absent.url = "https://blog.example/never".into();
@@ -700,7 +533,7 @@ fn notifications_server() -> impl Fn(&Req) -> Resp + Send + Sync + 'static {
         let link = |min: &str| {
             format!("<http://ex.social/api/v1/notifications?min_id={min}>; rel=\"prev\"")
         };
-        match (r.path(), r.query("min_id").first().map(String::as_str)) {
+        match (r.path(), r.query_all("min_id").first().map(String::as_str)) {
             ("/api/v1/notifications", None) => with_header(
                 json(
                     200,
@@ -765,10 +598,10 @@ async fn mentions_walk_forward_from_the_cursor() {
     assert_eq!(item.text, "@alice hi 101");
     assert_eq!(item.visibility.as_deref(), Some("public"));
     assert_eq!(item.url.as_deref(), Some("https://ex.social/@bob@other.host/101"));
-    assert_eq!(server.requests_to("/api/v1/notifications").len(), 1);
-    let asked = &server.requests_to("/api/v1/notifications")[0];
-    assert_eq!(asked.query("types[]"), ["mention", "quote"]);
-    assert_eq!(asked.query("limit"), ["80"]);
+    assert_eq!(server.requests_to("GET", "/api/v1/notifications").len(), 1);
+    let asked = &server.requests_to("GET", "/api/v1/notifications")[0];
+    assert_eq!(asked.query_all("types[]"), ["mention", "quote"]);
+    assert_eq!(asked.query_all("limit"), ["80"]);
 
     assert!(!first.more, "a first run takes the newest page only");
 
@@ -788,10 +621,10 @@ async fn mentions_walk_forward_from_the_cursor() {
         assert!(fetches < 10, "the walk ends");
     }
     let asked: Vec<Vec<String>> = server
-        .requests_to("/api/v1/notifications")
+        .requests_to("GET", "/api/v1/notifications")
         .iter()
         .skip(1)
-        .map(|r| r.query("min_id"))
+        .map(|r| r.query_all("min_id"))
         .collect();
     assert_eq!(asked, [["n2"], ["n4"], ["n5"]]);
     assert_eq!(cursors.get(CURSOR).map(String::as_str), Some("n5"));
@@ -801,8 +634,8 @@ async fn mentions_walk_forward_from_the_cursor() {
         .collect();
     assert_eq!(got, [("103", "500", Some("500")), ("104", "500", Some("103"))]);
     // 104's root came from 103's context: one context request for both.
-    assert_eq!(server.requests_to("/api/v1/statuses/103/context").len(), 1);
-    assert_eq!(server.requests_to("/api/v1/statuses/104/context").len(), 0);
+    assert_eq!(server.requests_to("GET", "/api/v1/statuses/103/context").len(), 1);
+    assert_eq!(server.requests_to("GET", "/api/v1/statuses/104/context").len(), 0);
     assert!(items.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
@@ -826,7 +659,7 @@ async fn watched_threads_yield_replies_without_mentions() {
 #[tokio::test]
 async fn an_account_without_mentions_starts_from_the_beginning() {
     let server = Server::start(|r| {
-        basics(r, true).unwrap_or_else(|| match r.query("min_id").first().map(String::as_str) {
+        basics(r, true).unwrap_or_else(|| match r.query_all("min_id").first().map(String::as_str) {
             Some("0") => json(200, serde_json::json!([mention("n1", "101", None)])),
             _ => json(200, serde_json::json!([])),
         })
@@ -900,7 +733,7 @@ async fn replies_mention_the_author_and_narrow_visibility() {
     m.start().await.unwrap();
     let posted = m.reply(&answer("Thanks, glad you liked it!", Some("private"))).await.unwrap();
     assert_eq!(posted.remote_id, "600");
-    let r = &server.requests_to("/api/v1/statuses")[0];
+    let r = &server.requests_to("POST", "/api/v1/statuses")[0];
     assert_eq!(r.header("idempotency-key"), Some("answer-7-1"));
     assert_eq!(r.form("status").as_deref(), Some("@bob@other.host Thanks, glad you liked it!"));
     assert_eq!(r.form("in_reply_to_id").as_deref(), Some("104"));
@@ -911,15 +744,15 @@ async fn replies_mention_the_author_and_narrow_visibility() {
     let mut m = mastodon(&server, None);
     m.start().await.unwrap();
     m.reply(&answer("@bob@other.host ok", Some("public"))).await.unwrap();
-    let r = &server.requests_to("/api/v1/statuses")[1];
+    let r = &server.requests_to("POST", "/api/v1/statuses")[1];
     assert_eq!(r.form("status").as_deref(), Some("@bob@other.host ok"));
     assert_eq!(r.form("visibility").as_deref(), Some("unlisted"));
 
     // An attempt in doubt is found by its parent and text, not by text alone.
     let found = m.find_reply(&answer("Thanks, glad you liked it!", None)).await.unwrap();
     assert_eq!(found.map(|p| p.remote_id).as_deref(), Some("600"));
-    let asked = server.requests_to("/api/v1/accounts/1/statuses");
-    assert_eq!(asked[0].query("exclude_replies"), Vec::<String>::new());
+    let asked = server.requests_to("GET", "/api/v1/accounts/1/statuses");
+    assert_eq!(asked[0].query_all("exclude_replies"), Vec::<String>::new());
     assert_eq!(m.find_reply(&answer("Something else", None)).await.unwrap(), None);
 }
 

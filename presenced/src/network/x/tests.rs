@@ -8,9 +8,9 @@ use std::sync::Arc;
 use reqwest::header::HeaderMap;
 use serde_json::json;
 
-use super::responder::{drop_connection, json, with_header, Req, Resp, Server};
 use super::*;
 use crate::config::SecretSource;
+use crate::network::responder::{drop_connection, json, with_header, Req, Resp, Server};
 
 // ---------------------------------------------------------------------------------------
 // Pure parts.

@@ -1,11 +1,12 @@
-//! A tiny HTTP/1.1 responder for the adapters' unit tests (X and Facebook): it records
-//! every request and answers from a handler, so that what was sent can be asserted. Not an
-//! emulator: the faithful ones live in the `tests` crate.
+//! A tiny HTTP/1.1 responder for the adapters' unit tests: it records every request and
+//! answers from a handler, so that what was sent can be asserted. Not an emulator: the
+//! faithful ones live in the `tests` crate.
 
 // Test code fails loudly.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -29,10 +30,16 @@ impl Req {
 
     /// The first value of a query parameter.
     pub(crate) fn query(&self, name: &str) -> Option<String> {
+        self.query_all(name).into_iter().next()
+    }
+
+    /// Every value of a query parameter, in order.
+    pub(crate) fn query_all(&self, name: &str) -> Vec<String> {
         let q = self.target.split_once('?').map_or("", |(_, q)| q);
         url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == name)
+            .filter(|(k, _)| k == name)
             .map(|(_, v)| v.into_owned())
+            .collect()
     }
 
     /// The first value of a form field in the body.
@@ -53,6 +60,9 @@ pub(crate) struct Resp {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: String,
+    /// An event stream: no length, a pause of 200 ms at each NUL in the body, and the
+    /// connection held open this long after it.
+    pub(crate) hold: Option<Duration>,
 }
 
 pub(crate) fn json(status: u16, body: serde_json::Value) -> Resp {
@@ -60,6 +70,7 @@ pub(crate) fn json(status: u16, body: serde_json::Value) -> Resp {
         status,
         headers: vec![("Content-Type".into(), "application/json".into())],
         body: body.to_string(),
+        hold: None,
     }
 }
 
@@ -69,7 +80,7 @@ pub(crate) fn with_header(mut r: Resp, name: &str, value: &str) -> Resp {
 }
 
 pub(crate) fn drop_connection() -> Resp {
-    Resp { status: 0, headers: Vec::new(), body: String::new() }
+    Resp { status: 0, headers: Vec::new(), body: String::new(), hold: None }
 }
 
 type Handler = dyn Fn(&Req) -> Resp + Send + Sync;
@@ -99,17 +110,26 @@ impl Server {
                     if resp.status == 0 {
                         return;
                     }
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\nConnection: close\r\nContent-Length: {}\r\n",
-                        resp.status,
-                        resp.body.len()
-                    );
+                    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", resp.status);
+                    if resp.hold.is_none() {
+                        head.push_str(&format!("Content-Length: {}\r\n", resp.body.len()));
+                    }
                     for (k, v) in &resp.headers {
                         head.push_str(&format!("{k}: {v}\r\n"));
                     }
                     head.push_str("\r\n");
                     let _ = socket.write_all(head.as_bytes()).await;
-                    let _ = socket.write_all(resp.body.as_bytes()).await;
+                    if let Some(hold) = resp.hold {
+                        for (i, part) in resp.body.split('\0').enumerate() {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            let _ = socket.write_all(part.as_bytes()).await;
+                        }
+                        tokio::time::sleep(hold).await;
+                    } else {
+                        let _ = socket.write_all(resp.body.as_bytes()).await;
+                    }
                     let _ = socket.shutdown().await;
                 });
             }
