@@ -117,6 +117,21 @@ impl Sandbox {
         self.path().join("presenced.toml")
     }
 
+    /// Writes a secret (a token, a password) into the sandbox as a file of mode 0600, as
+    /// presenced requires, and returns its path as a config names it.
+    pub fn secret_file(&self, name: &str, secret: &str) -> String {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("creates the secret file");
+        f.write_all(secret.as_bytes()).expect("writes the secret");
+        path.display().to_string()
+    }
+
     /// Writes the config: state dir and socket in the sandbox, then `body` (feeds, accounts).
     pub fn write_config(&self, body: &str) {
         let text = format!(

@@ -9,7 +9,6 @@
 // Test code writes fixtures directly and fails loudly: the daemon's rules do not apply here.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -100,18 +99,15 @@ impl Setup {
         let proxy = Proxy::start(net);
         let feed = FeedServer::start(&rss(articles));
         let sb = Sandbox::new();
-        let secret = sb.path().join("bsky-password");
-        std::fs::write(&secret, format!("{}\n", password.unwrap_or(&alice.app_password))).unwrap();
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let secret = sb.secret_file(
+            "bsky-password",
+            &format!("{}\n", password.unwrap_or(&alice.app_password)),
+        );
         sb.write_config(&format!(
             "[[feed]]\nurl = {:?}\ninterval = \"1h\"\ntemplate = {:?}\n\n\
              [[account]]\nname = \"sky\"\nkind = \"bluesky\"\nservice = {:?}\nhandle = {:?}\n\
              password = {{ file = {:?} }}\n",
-            feed.url,
-            template,
-            proxy.url,
-            alice.handle,
-            secret.display().to_string()
+            feed.url, template, proxy.url, alice.handle, secret
         ));
         Setup { net, alice, proxy, feed, sb }
     }

@@ -4,7 +4,6 @@
 // Test code writes fixtures directly and fails loudly: the daemon's rules do not apply here.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use presence_e2e::facebook::{Facebook, Fault};
@@ -30,14 +29,12 @@ fn world() -> World {
     let token = fb.page_token(&page);
     let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
-    let token_file = sb.path().join("fb.token");
-    std::fs::write(&token_file, &token).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_file = sb.secret_file("fb.token", &token);
     sb.write_config(&format!(
         "[[feed]]\nurl = {:?}\ninterval = \"1h\"\ntemplate = {TEMPLATE:?}\n\n[[account]]\nname = \"fb\"\nkind = \"facebook\"\npage_id = {page:?}\nserver = {:?}\ntoken = {{ file = {:?} }}\n",
         server.url,
         fb.url(),
-        token_file.display().to_string()
+        token_file
     ));
     World { fb, page, token, server, sb }
 }

@@ -391,14 +391,12 @@ fn tokens_never_appear_in_logs_outputs_or_state() {
     let token = masto.token_for(&me);
     let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
-    let token_file = sb.path().join("masto.token");
-    std::fs::write(&token_file, &token).unwrap();
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_file = sb.secret_file("masto.token", &token);
     sb.write_config(&format!(
         "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\n",
         server.url,
         masto.url(),
-        token_file.display().to_string()
+        token_file
     ));
     let mut cmd = sb.daemon_command();
     cmd.env("PRESENCED_LOG", "debug");

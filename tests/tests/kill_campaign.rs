@@ -24,7 +24,6 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -224,13 +223,6 @@ fn feed_config(feed: &FeedServer) -> String {
     format!("[[feed]]\nurl = {:?}\ninterval = \"1h\"\nmax_new_per_poll = 20\n", feed.url)
 }
 
-fn secret_file(sb: &Sandbox, name: &str, secret: &str) -> String {
-    let path = sb.path().join(name);
-    std::fs::write(&path, secret).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 fn new_feed() -> FeedServer {
     FeedServer::start(&rss(&blog(1..=BASELINE as i64)))
 }
@@ -283,7 +275,7 @@ fn mastodon_world() -> World {
         .collect();
     let feed = new_feed();
     let sb = Sandbox::new();
-    let token = secret_file(&sb, "masto.token", &masto.token_for(&me));
+    let token = sb.secret_file("masto.token", &masto.token_for(&me));
     sb.write_config(&format!(
         "{}\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {token:?} }}\n",
         feed_config(&feed),
@@ -351,7 +343,7 @@ fn facebook_world() -> World {
     let people = (0..4).map(|i| fb.add_user(&format!("Person {i}"))).collect();
     let feed = new_feed();
     let sb = Sandbox::new();
-    let token = secret_file(&sb, "fb.token", &fb.page_token(&page));
+    let token = sb.secret_file("fb.token", &fb.page_token(&page));
     sb.write_config(&format!(
         "{}\n[[account]]\nname = \"fb\"\nkind = \"facebook\"\npage_id = {page:?}\nserver = {:?}\ntoken = {{ file = {token:?} }}\n",
         feed_config(&feed),
@@ -371,7 +363,7 @@ fn bluesky_world(net: &'static Net) -> World {
     let proxy = Proxy::start(net);
     let feed = new_feed();
     let sb = Sandbox::new();
-    let password = secret_file(&sb, "bsky-password", &alice.app_password);
+    let password = sb.secret_file("bsky-password", &alice.app_password);
     sb.write_config(&format!(
         "{}\n[[account]]\nname = \"sky\"\nkind = \"bluesky\"\nservice = {:?}\nhandle = {:?}\npassword = {{ file = {password:?} }}\n",
         feed_config(&feed),

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
 use presence_e2e::feed_server::{blog, rss, FeedServer};
@@ -27,14 +26,11 @@ fn world() -> World {
     let me = masto.add_account("blogger", "The Blogger");
     let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
-    let token = sb.path().join("masto.token");
-    std::fs::write(&token, masto.token_for(&me)).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = sb.secret_file("masto.token", &masto.token_for(&me));
     sb.write_config(&format!(
-        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\n",
+        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {token:?} }}\n",
         server.url,
         masto.url(),
-        token.display().to_string()
     ));
     World { masto, me, server, sb }
 }

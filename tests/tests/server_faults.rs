@@ -16,7 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use presence_e2e::fault_proxy::{Fault, FaultProxy};
@@ -73,13 +72,6 @@ struct World {
     mention: Box<dyn Fn(usize)>,
 }
 
-fn secret_file(sb: &Sandbox, name: &str, secret: &str) -> String {
-    let path = sb.path().join(name);
-    std::fs::write(&path, secret).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 /// `https://blog.test/N/` links found in `text`.
 fn blog_links(text: &str) -> Vec<String> {
     text.match_indices("https://blog.test/")
@@ -104,7 +96,7 @@ fn mastodon_world() -> World {
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
     let secret = masto.token_for(&me);
-    let file = secret_file(&sb, "token", &secret);
+    let file = sb.secret_file("token", &secret);
     sb.write_config(&format!(
         "{}[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n",
         feed_config(&feed),
@@ -203,7 +195,7 @@ fn facebook_world() -> World {
     let proxy = FaultProxy::start(&origin, &[]);
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
-    let file = secret_file(&sb, "token", &secret);
+    let file = sb.secret_file("token", &secret);
     sb.write_config(&format!(
         "{}[[account]]\nname = \"fb\"\nkind = \"facebook\"\npage_id = {page:?}\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n",
         feed_config(&feed),
@@ -243,7 +235,7 @@ fn bluesky_world(net: &'static bsky::Net) -> World {
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
     let secret = alice.app_password.clone();
-    let file = secret_file(&sb, "password", &secret);
+    let file = sb.secret_file("password", &secret);
     sb.write_config(&format!(
         "{}[[account]]\nname = \"sky\"\nkind = \"bluesky\"\nservice = {:?}\nhandle = {:?}\ninterval = \"2s\"\npassword = {{ file = {file:?} }}\n",
         feed_config(&feed),
@@ -612,7 +604,7 @@ fn a_stalled_answer_and_storms_on_mastodon() {
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
     let (ta, tb) = (masto.token_for(&a), masto.token_for(&b));
-    let (fa, fb) = (secret_file(&sb, "a.token", &ta), secret_file(&sb, "b.token", &tb));
+    let (fa, fb) = (sb.secret_file("a.token", &ta), sb.secret_file("b.token", &tb));
     let account = |name: &str, proxy: &FaultProxy, file: &str| {
         format!(
             "[[account]]\nname = {name:?}\nkind = \"mastodon\"\nserver = {:?}\ninterval = \"2s\"\ntoken = {{ file = {file:?} }}\n\n",

@@ -225,17 +225,14 @@ struct IngestRow {
 /// Mentions posted on the local Mastodon emulator while the daemon waits, then taken in by
 /// one `presencectl poll` (page by page, each page stored before the next).
 fn mention_ingest(n: usize) -> IngestRow {
-    use std::os::unix::fs::PermissionsExt;
     let masto = presence_e2e::mastodon::Mastodon::start();
     let me = masto.add_account("blogger", "Blogger");
     let sb = Sandbox::new();
-    let token = sb.path().join("masto.token");
-    std::fs::write(&token, masto.token_for(&me)).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = sb.secret_file("masto.token", &masto.token_for(&me));
     sb.write_config(&format!(
         "[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\ninterval = \"1h\"\n",
         masto.url(),
-        token.display().to_string()
+        token
     ));
     let mut notify = NotifySocket::bind(sb.path());
     let mut cmd = sb.daemon_command_for(&release("presenced"));

@@ -320,15 +320,13 @@ fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
     let me = masto.add_account("blogger", "The Blogger");
     let mut feed = blog.serve();
     let sb = Sandbox::new();
-    let token = sb.path().join("masto.token");
-    std::fs::write(&token, masto.token_for(&me)).unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = sb.secret_file("masto.token", &masto.token_for(&me));
     sb.write_config(&format!(
         "[[feed]]\nurl = {:?}\ninterval = \"1h\"\nmax_new_per_poll = {NEW_PER_CYCLE}\n\n\
          [[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {:?} }}\n",
         feed.server.url,
         masto.url(),
-        token.display().to_string()
+        token
     ));
     let mut notify = NotifySocket::bind(sb.path());
     let mut cmd = sb.daemon_command_for(&release("presenced"));
