@@ -131,13 +131,9 @@ impl Store {
     /// start).
     pub fn load(&self) -> Result<Option<State>, StoreError> {
         let Some(bytes) = read_state_file(&self.dir)? else { return Ok(None) };
-        let mut state = decode(&bytes, &self.path)?;
+        let state = replayed(&bytes, &self.path, &mut self.journal.borrow_mut())?;
         self.known.set(fs::metadata(&self.path).ok().map(|m| FileId::of(&m)));
-        let base = Base::of(&bytes);
-        for change in self.journal.borrow_mut().read(base)? {
-            state.apply(change);
-        }
-        self.base.set(Some(base));
+        self.base.set(Some(Base::of(&bytes)));
         Ok(Some(state))
     }
 
@@ -242,13 +238,17 @@ fn options() -> impl Options {
 /// What a state directory holds, read without taking its lock (for tools and tests watching
 /// a running daemon): the state file with its journal replayed, as a start would load it.
 pub fn peek(dir: &Path) -> Result<Option<State>, StoreError> {
-    let path = dir.join("state");
     let Some(bytes) = read_state_file(dir)? else { return Ok(None) };
-    let mut state = decode(&bytes, &path)?;
-    for change in Journal::new(dir).read(Base::of(&bytes))? {
+    replayed(&bytes, &dir.join("state"), &mut Journal::new(dir)).map(Some)
+}
+
+/// The state file's `bytes` decoded, with the changes `journal` holds on top of it replayed.
+fn replayed(bytes: &[u8], path: &Path, journal: &mut Journal) -> Result<State, StoreError> {
+    let mut state = decode(bytes, path)?;
+    for change in journal.read(Base::of(bytes))? {
         state.apply(change);
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 /// The state file's bytes, or `None` on a first start.
@@ -810,8 +810,9 @@ mod tests {
         assert_eq!(reopen(dir.path()).unwrap(), Some(s));
     }
 
-    #[test]
-    fn a_journal_replaced_behind_our_back_is_made_good_by_a_full_save() {
+    /// A journal that `tamper` changed behind the daemon's back after one append: the next
+    /// commit is a full save, and the state loads whole.
+    fn a_tampered_journal_is_made_good_by_a_full_save(tamper: impl Fn(&Path)) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut s = sample();
@@ -819,10 +820,7 @@ mod tests {
         let records = steps();
         s = applied(s, &records[..1]);
         store.commit(&s, &records[0]).unwrap();
-        let path = dir.path().join("state.journal");
-        let copy = dir.path().join("journal.copy");
-        fs::copy(&path, &copy).unwrap();
-        fs::rename(&copy, &path).unwrap();
+        tamper(&dir.path().join("state.journal"));
         s = applied(s, &records[1..]);
         store.commit(&s, &records[1]).unwrap();
         assert_eq!(decode(&fs::read(dir.path().join("state")).unwrap(), dir.path()).unwrap(), s);
@@ -831,20 +829,17 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_replaced_behind_our_back_is_made_good_by_a_full_save() {
+        a_tampered_journal_is_made_good_by_a_full_save(|path| {
+            let copy = path.with_extension("copy");
+            fs::copy(path, &copy).unwrap();
+            fs::rename(&copy, path).unwrap();
+        });
+    }
+
+    #[test]
     fn a_journal_deleted_behind_our_back_is_made_good_by_a_full_save() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut s = sample();
-        store.save(&s).unwrap();
-        let records = steps();
-        s = applied(s, &records[..1]);
-        store.commit(&s, &records[0]).unwrap();
-        fs::remove_file(dir.path().join("state.journal")).unwrap();
-        s = applied(s, &records[1..]);
-        store.commit(&s, &records[1]).unwrap();
-        assert_eq!(decode(&fs::read(dir.path().join("state")).unwrap(), dir.path()).unwrap(), s);
-        drop(store);
-        assert_eq!(reopen(dir.path()).unwrap(), Some(s));
+        a_tampered_journal_is_made_good_by_a_full_save(|path| fs::remove_file(path).unwrap());
     }
 
     #[test]
