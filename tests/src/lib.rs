@@ -117,6 +117,17 @@ impl Sandbox {
         self.path().join("presenced.toml")
     }
 
+    /// What identifies each of the files `state` and `state.journal` as last written (inode,
+    /// mtime, length; `None` for a missing file): unchanged stamps mean nothing was written.
+    pub fn state_files(&self) -> [Option<(u64, i64, i64, u64)>; 2] {
+        use std::os::unix::fs::MetadataExt;
+        ["state", "state.journal"].map(|f| {
+            std::fs::metadata(self.state_dir().join(f))
+                .ok()
+                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+        })
+    }
+
     /// Writes a secret (a token, a password) into the sandbox as a file of mode 0600, as
     /// presenced requires, and returns its path as a config names it.
     pub fn secret_file(&self, name: &str, secret: &str) -> String {

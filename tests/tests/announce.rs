@@ -361,31 +361,26 @@ fn permanent_redirects_update_the_feed_url_and_temporary_ones_do_not() {
 /// Idle costs nothing on disk: polls of an unchanged feed, answered 304, write no state.
 #[test]
 fn an_unchanged_feed_is_polled_without_writing_the_state() {
-    use std::os::unix::fs::MetadataExt;
     let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, ""));
     let _daemon = sb.start();
     baseline(&sb, &server);
-    let files = || {
-        ["state", "state.journal"].map(|f| {
-            std::fs::metadata(sb.state_dir().join(f))
-                .ok()
-                .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-        })
-    };
-    let before = files();
+    let before = sb.state_files();
     let not_modified = server.not_modified();
     for _ in 0..3 {
         poll_and_wait(&sb, &server);
     }
     assert_eq!(server.not_modified() - not_modified, 3, "three 304s");
-    assert_eq!(files(), before, "no state written");
+    assert_eq!(sb.state_files(), before, "no state written");
     assert_eq!(feed_status(&sb)["last_status"], "304", "the fetch still shows in status");
     // A change is still saved at once (journaled, here).
     server.set_body(&rss(&blog(1..=4)));
     poll_and_wait(&sb, &server);
-    assert!(wait_until(Duration::from_secs(5), || files() != before), "a new article is written");
+    assert!(
+        wait_until(Duration::from_secs(5), || sb.state_files() != before),
+        "a new article is written"
+    );
     let on_disk = presenced::store::peek(&sb.state_dir()).unwrap().unwrap();
     assert!(on_disk.articles.values().any(|a| a.link == "https://blog.test/4/"), "{on_disk:?}");
 }

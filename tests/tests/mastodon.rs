@@ -338,7 +338,6 @@ fn a_dropped_stream_is_back_filled() {
 /// reply in a watched thread and an unchanged feed write no state; a mention is still saved.
 #[test]
 fn polls_that_find_nothing_write_no_state() {
-    use std::os::unix::fs::MetadataExt;
     let w = world();
     let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
     let _daemon = w.sb.start();
@@ -349,12 +348,7 @@ fn polls_that_find_nothing_write_no_state() {
     assert!(wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1), "{}", w.sb.log());
     // Quiet from here on; whatever the daemon still had to write is written.
     std::thread::sleep(Duration::from_millis(500));
-    let state = w.sb.state_dir().join("state");
-    let journal = w.sb.state_dir().join("state.journal");
-    let identity = |p: &std::path::Path| {
-        std::fs::metadata(p).ok().map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-    };
-    let before = (identity(&state), identity(&journal));
+    let before = w.sb.state_files();
     let reads = w.masto.requests().len();
     for _ in 0..3 {
         let before_poll = w.masto.requests().len();
@@ -366,12 +360,12 @@ fn polls_that_find_nothing_write_no_state() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(w.masto.requests().len() >= reads + 3, "three polls read the account");
-    assert_eq!((identity(&state), identity(&journal)), before, "nothing written");
+    assert_eq!(w.sb.state_files(), before, "nothing written");
     // A new message in a watched thread is written at once.
     w.masto.post_as(&alice, "just a reply, no mention", Some(&first), &[]);
     w.poll();
     assert!(
-        wait_until(Duration::from_secs(10), || identity(&state) != before.0),
+        wait_until(Duration::from_secs(10), || w.sb.state_files()[0] != before[0]),
         "a new message is saved: {}",
         w.sb.log()
     );
