@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use presencectl::client::{Client, ClientError};
 use presencectl::proto::{
     self, AnnouncementState, ArticleView, ConversationDetail, ConversationFilter, ConversationView,
-    MessageView, PostAction, PostFilter, Request, Response, StatusReport,
+    MessageView, PostAction, PostFilter, PollScope, Request, Response, StatusReport,
 };
 
 mod editor;
@@ -50,8 +50,8 @@ enum Command {
     Status,
     /// Announcements per article and account.
     Posts(PostsArgs),
-    /// Check all feeds now.
-    Poll,
+    /// Check all feeds and every account's mentions now.
+    Poll(PollArgs),
     /// Conversations: open ones by default, oldest waiting first.
     List(ListArgs),
     /// A whole conversation, oldest message first.
@@ -112,6 +112,16 @@ struct ListArgs {
     /// Show at most this many (0: all). Default: 100, or all with --json.
     #[arg(long)]
     limit: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct PollArgs {
+    /// Only the feeds: fetch them and announce what is new, as the feed timer does.
+    #[arg(long, conflicts_with = "mentions")]
+    feeds: bool,
+    /// Only the mentions and the threads of recent posts.
+    #[arg(long)]
+    mentions: bool,
 }
 
 #[derive(Debug, Args)]
@@ -260,7 +270,11 @@ fn socket_path(cli: &Cli) -> PathBuf {
 fn request_for(command: &Command) -> Result<Request, String> {
     Ok(match command {
         Command::Status => Request::Status,
-        Command::Poll => Request::Poll,
+        Command::Poll(args) => match (args.feeds, args.mentions) {
+            (true, _) => Request::PollOnly { scope: PollScope::Feeds },
+            (_, true) => Request::PollOnly { scope: PollScope::Mentions },
+            _ => Request::Poll,
+        },
         Command::List(args) => Request::ListConversations {
             filter: if args.all {
                 ConversationFilter::All

@@ -120,6 +120,19 @@ pub enum Request {
         state: String,
         code: String,
     },
+    /// Like [`Request::Poll`], limited to the feeds or to the accounts' mentions.
+    PollOnly {
+        scope: PollScope,
+    },
+}
+
+/// What a [`Request::PollOnly`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PollScope {
+    /// The feeds (what the daemon's feed timer does).
+    Feeds,
+    /// Every account's mentions and watched threads.
+    Mentions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,6 +579,7 @@ mod tests {
         golden(Request::Snooze { id: 3, until: 256 }, "0700000003000000000000000001000000000000");
         golden(Request::Done { id: 3 }, "080000000300000000000000");
         golden(Request::Reopen { id: 3 }, "090000000300000000000000");
+        golden(Request::PollOnly { scope: PollScope::Mentions }, "0c00000001000000");
     }
 
     #[test]

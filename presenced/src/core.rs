@@ -11,7 +11,7 @@ use std::time::Duration;
 use presencectl::proto::{
     self, AccountStatus, AnnouncementState, AnnouncementView, ArticleView, ConversationDetail,
     ConversationFilter, ConversationState, ConversationView, ErrorKind, ErrorReply, FeedStatus,
-    MessageView, PostFilter, QueueSummary, Request, Response, StatusReport,
+    MessageView, PollScope, PostFilter, QueueSummary, Request, Response, StatusReport,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -845,18 +845,9 @@ impl Core {
         let response = match request {
             Request::Status => Response::Status(self.status_report()),
             Request::Posts { filter } => Response::Posts(self.posts(filter)),
-            Request::Poll => {
-                self.poll.send_modify(|generation| *generation += 1);
-                for acc in self.accounts.values() {
-                    // A full queue already holds work that will end in a fetch soon enough.
-                    let _ = acc.jobs.try_send(Job::FetchMentions);
-                }
-                Response::Done(format!(
-                    "checking {} feeds and {} accounts now",
-                    self.config.feeds.len(),
-                    self.config.accounts.len()
-                ))
-            }
+            Request::Poll => self.poll_now(true, true),
+            Request::PollOnly { scope: PollScope::Feeds } => self.poll_now(true, false),
+            Request::PollOnly { scope: PollScope::Mentions } => self.poll_now(false, true),
             Request::PostAction { id, action } => {
                 let action = match action {
                     proto::PostAction::Approve => state::Action::Approve,
@@ -921,6 +912,24 @@ impl Core {
     }
 
     /// Replies once the change is durable, or at once with the refusal.
+    fn poll_now(&mut self, feeds: bool, mentions: bool) -> Response {
+        let mut checking = Vec::new();
+        if feeds {
+            self.poll.send_modify(|generation| *generation += 1);
+            let n = self.config.feeds.len();
+            checking.push(format!("{n} feed{}", plural(n)));
+        }
+        if mentions {
+            for acc in self.accounts.values() {
+                // A full queue already holds work that will end in a fetch soon enough.
+                let _ = acc.jobs.try_send(Job::FetchMentions);
+            }
+            let n = self.config.accounts.len();
+            checking.push(format!("{n} account{}", plural(n)));
+        }
+        Response::Done(format!("checking {} now", checking.join(" and ")))
+    }
+
     fn reply_after_save(
         &mut self,
         reply: oneshot::Sender<Response>,

@@ -370,3 +370,56 @@ fn polls_that_find_nothing_write_no_state() {
         w.sb.log()
     );
 }
+
+/// `poll --feeds` checks the feeds and announces, as the feed timer does, without reading
+/// the account; `poll --mentions` reads the account without fetching the feeds.
+#[test]
+fn poll_can_check_only_the_feeds_or_only_the_mentions() {
+    let w = world();
+    let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
+    let _daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    let (first, _) = w.announce_two();
+    // No @mention: no notification and no stream event, only a read of the thread finds it.
+    w.masto.post_as(&alice, "a reply to the thread", Some(&first), &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let inbox_reads = || {
+        let notifications = w.masto.requests_to("GET", "/api/v1/notifications").len();
+        let contexts = w.masto.requests().iter().filter(|r| r.path().ends_with("/context")).count();
+        notifications + contexts
+    };
+
+    let (fetches, reads) = (w.server.requests(), inbox_reads());
+    w.server.set_body(&rss(&blog(1..=6)));
+    let said = w.sb.ctl(&["poll", "--feeds"]);
+    assert!(said.status.success());
+    assert_eq!(text(&said.stdout).trim(), "checking 1 feed now");
+    assert!(
+        wait_until(Duration::from_secs(10), || w.statuses().len() == 3),
+        "the new article is announced: {}",
+        w.sb.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.server.requests(), fetches + 1, "one feed fetch");
+    assert_eq!(inbox_reads(), reads, "the account's mentions were not read");
+    assert!(w.list(&[]).is_empty(), "Alice's reply not read yet");
+
+    let fetches = w.server.requests();
+    let said = w.sb.ctl(&["poll", "--mentions"]);
+    assert!(said.status.success());
+    assert_eq!(text(&said.stdout).trim(), "checking 1 account now");
+    assert!(
+        wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1),
+        "Alice's reply arrives: {}",
+        w.sb.log()
+    );
+    assert!(inbox_reads() > reads, "the account was read");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.server.requests(), fetches, "the feed was not fetched");
+
+    let both = w.sb.ctl(&["poll"]);
+    assert_eq!(text(&both.stdout).trim(), "checking 1 feed and 1 account now");
+    let refused = w.sb.ctl(&["poll", "--feeds", "--mentions"]);
+    assert_eq!(refused.status.code(), Some(2), "the two options exclude each other");
+}

@@ -13,9 +13,11 @@
 //! NEW_PER_CYCLE articles published just before it.
 //!
 //! - presenced (release, one long-running process, `kind = "mastodon"` account,
-//!   `max_new_per_poll = 20`): a cycle is `presencectl poll` and waiting until it is done.
+//!   `max_new_per_poll = 20`): a cycle is `presencectl poll --feeds` (what its feed timer
+//!   does, and all the peers do: fetch, parse, announce) and waiting until it is done.
 //!   CPU = delta of `/proc/<pid>/task/*/schedstat` (all threads); peak RSS = VmHWM after
-//!   resetting it with `echo 5 > /proc/<pid>/clear_refs` before the cycle.
+//!   resetting it with `echo 5 > /proc/<pid>/clear_refs` before the cycle. Its inbox work,
+//!   which the peers do not have, is measured apart: ROUNDS × `presencectl poll --mentions`.
 //! - the peers are cron-style programs, one process per cycle ([`Peer`], [`Install`]):
 //!   CPU = user+sys and peak RSS = maxrss of that process, from GNU `/usr/bin/time`.
 //!
@@ -253,6 +255,8 @@ fn measure_cycles(
 
 struct PresencedResult {
     tool: ToolResult,
+    /// CPU ms and Mastodon requests of each `poll --mentions` after the cycles.
+    inbox_reads: Vec<(f64, usize)>,
     idle_rss_kib: u64,
     peak_reset_ok: bool,
     startup_hwm_kib: u64,
@@ -353,7 +357,7 @@ fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
         let feed_requests = c.server.requests();
         let cpu = cpu_ns(pid);
         let wall = Instant::now();
-        assert!(ctl(&sb, &["poll"]).status.success());
+        assert!(ctl(&sb, &["poll", "--feeds"]).status.success());
         assert!(wait_until(Duration::from_secs(10), || c.server.requests() > feed_requests));
         assert!(
             wait_until(Duration::from_secs(60), || c.statuses_since() >= new as usize),
@@ -365,6 +369,16 @@ fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
         wait_quiet(masto);
         ((cpu_ns(pid) - cpu) as f64 / 1e6, status_kib(pid, "VmHWM:"), wall_ms)
     });
+    let inbox_reads = (0..ROUNDS)
+        .map(|_| {
+            let requests = masto.requests().len();
+            let cpu = cpu_ns(pid);
+            assert!(ctl(&sb, &["poll", "--mentions"]).status.success());
+            assert!(wait_until(Duration::from_secs(10), || masto.requests().len() > requests));
+            wait_quiet(masto);
+            ((cpu_ns(pid) - cpu) as f64 / 1e6, masto.requests().len() - requests)
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss_kib = status_kib(pid, "VmRSS:");
     let _ = child.kill();
@@ -382,6 +396,7 @@ fn run_presenced(masto: &Mastodon, blog: Blog) -> PresencedResult {
             listings,
             startup: None,
         },
+        inbox_reads,
         idle_rss_kib,
         peak_reset_ok,
         startup_hwm_kib,
@@ -912,6 +927,14 @@ fn main() {
             quiet.len()
         );
     }
+    let (inbox_cpu, inbox_requests): (Vec<f64>, Vec<usize>) = p.inbox_reads.iter().copied().unzip();
+    println!(
+        "- presenced's inbox read apart (`presencectl poll --mentions`, not in the cycles above): \
+         median {} ms CPU for {} Mastodon requests (cycles: {}); `presencectl poll` does both",
+        ms(median(inbox_cpu.clone())),
+        per(inbox_requests.iter().sum(), inbox_requests.len()),
+        inbox_cpu.iter().map(|c| ms(*c)).collect::<Vec<_>>().join(", ")
+    );
     let idle_mib = p.idle_rss_kib as f64 / 1024.0;
     println!(
         "- presenced idle RSS after the cycles: {} KiB = {idle_mib:.2} MiB (target ≤ 8 MiB: {}); VmHWM at startup+baseline: {} KiB",
