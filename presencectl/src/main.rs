@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use presencectl::client::{Client, ClientError};
 use presencectl::proto::{
     self, AnnouncementState, ArticleView, ConversationDetail, ConversationFilter, ConversationView,
-    MessageView, PostAction, PostFilter, PollScope, Request, Response, StatusReport,
+    MessageView, PollScope, PostAction, PostFilter, Request, Response, StatusReport,
 };
 
 mod editor;

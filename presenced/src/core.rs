@@ -101,6 +101,8 @@ struct Account {
     jobs: mpsc::Sender<Job>,
     health: String,
     rules: Option<Rules>,
+    /// How many announcements may be in flight at once ([`AccountInfo::at_once`]).
+    at_once: usize,
     /// What the worker is posting now.
     busy: Option<Busy>,
     /// Stops this account's worker alone (after a login, say).
@@ -279,6 +281,7 @@ impl Core {
                     acc.health = health;
                     if let Some(info) = info {
                         acc.rules = Some(info.rules);
+                        acc.at_once = info.at_once.max(1);
                     }
                 }
             }
@@ -468,7 +471,14 @@ impl Core {
         if self.not_durable.is_none() {
             self.begin_announcements();
         }
-        if self.dirty || !self.changes.is_empty() {
+        // An outcome can wait for the write that ends its account's batch: the account's next
+        // post is durably in flight already, and were the outcome lost in a crash, its post
+        // would be reconciled like any in doubt. A burst costs two writes per batch, not one
+        // per post.
+        let outcomes_can_wait = self.changes.iter().all(|change| {
+            matches!(change, Change::Finish { account, .. } if self.state.next_in_flight(account).is_some())
+        });
+        if self.dirty || !outcomes_can_wait {
             // Announcement steps and fetch results go to the journal. Anything else that
             // changed writes the whole state, which folds the journal in; so do a long
             // journal (the store decides) and a clean stop.
@@ -508,15 +518,15 @@ impl Core {
         self.update_status_line();
     }
 
-    /// Pending → InFlight for every idle, ready account: one post per account at a time,
-    /// the human's answers before announcements.
+    /// Pending → InFlight for every idle, ready account: the human's answers first, one at a
+    /// time; else up to the account's `at_once` announcements, begun in one write.
     fn begin_announcements(&mut self) {
         let now = now();
         let mut begun = Vec::new();
         for (name, acc) in &self.accounts {
             let Some(rules) = acc.rules else { continue };
             if acc.busy.is_some()
-                || self.in_flight_of(name).is_some()
+                || self.state.next_in_flight(name).is_some()
                 || self.state.answer_in_flight(name).is_some()
             {
                 continue;
@@ -526,50 +536,40 @@ impl Core {
                 self.dirty = true;
                 continue;
             }
-            let Some(id) = self.state.next_pending(name) else { continue };
-            let article = &self.state.articles[&id];
-            let template = self
-                .config
-                .feeds
-                .iter()
-                .find(|f| f.url == article.feed)
-                .map_or(crate::config::DEFAULT_TEMPLATE, |f| f.template.as_str());
-            let parts = Parts {
-                title: &article.title,
-                url: &article.link,
-                summary: &article.summary,
-                tags: &article.tags,
-            };
-            let account = name.clone();
-            match fit::render(template, &parts, &rules) {
-                Ok(text) => begun.push(Change::Begin { article: id, account, text, at: now }),
-                Err(e) => {
-                    let error = format!("cannot fit the announcement: {e}");
-                    begun.push(Change::Begin {
-                        article: id,
-                        account: account.clone(),
-                        text: String::new(),
-                        at: now,
-                    });
-                    let outcome = Outcome::GiveUp { error };
-                    begun.push(Change::Finish { article: id, account, outcome, at: now });
+            for id in self.state.next_pending(name, acc.at_once) {
+                let article = &self.state.articles[&id];
+                let template = self
+                    .config
+                    .feeds
+                    .iter()
+                    .find(|f| f.url == article.feed)
+                    .map_or(crate::config::DEFAULT_TEMPLATE, |f| f.template.as_str());
+                let parts = Parts {
+                    title: &article.title,
+                    url: &article.link,
+                    summary: &article.summary,
+                    tags: &article.tags,
+                };
+                let account = name.clone();
+                match fit::render(template, &parts, &rules) {
+                    Ok(text) => begun.push(Change::Begin { article: id, account, text, at: now }),
+                    Err(e) => {
+                        let error = format!("cannot fit the announcement: {e}");
+                        begun.push(Change::Begin {
+                            article: id,
+                            account: account.clone(),
+                            text: String::new(),
+                            at: now,
+                        });
+                        let outcome = Outcome::GiveUp { error };
+                        begun.push(Change::Finish { article: id, account, outcome, at: now });
+                    }
                 }
             }
         }
         for change in begun {
             self.change(change);
         }
-    }
-
-    fn in_flight_of(&self, account: &str) -> Option<u64> {
-        self.state
-            .open_articles()
-            .find(|(_, a)| {
-                a.announcements
-                    .get(account)
-                    .is_some_and(|x| matches!(x.status, AnnStatus::InFlight { .. }))
-            })
-            .map(|(id, _)| id)
     }
 
     /// Hands each idle account its in-flight post. Only called when the state on disk says
@@ -584,7 +584,7 @@ impl Core {
             let (job, busy) = if let Some(answer) = self.state.answer_in_flight(&name) {
                 let Some(reply) = self.reply_for(&answer) else { continue };
                 (Job::Reply(reply), Busy::Answer(answer))
-            } else if let Some(id) = self.in_flight_of(&name) {
+            } else if let Some(id) = self.state.next_in_flight(&name) {
                 let article = &self.state.articles[&id];
                 let ann = &article.announcements[&name];
                 let post = Post {
@@ -688,7 +688,8 @@ impl Core {
                         why
                     }
                 };
-            self.accounts.insert(name, Account { jobs, health, rules: None, busy: None, cancel });
+            let acc = Account { jobs, health, rules: None, at_once: 1, busy: None, cancel };
+            self.accounts.insert(name, acc);
         }
     }
 

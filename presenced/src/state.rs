@@ -509,11 +509,27 @@ impl State {
         id
     }
 
-    /// The next announcement to send on `account`: the oldest pending one.
-    pub fn next_pending(&self, account: &str) -> Option<u64> {
-        self.open_articles()
+    /// The next `n` announcements to send on `account`: the oldest pending ones, in order.
+    pub fn next_pending(&self, account: &str, n: usize) -> Vec<u64> {
+        let mut pending: Vec<(Unix, u64)> = self
+            .open_articles()
             .filter(|(_, a)| {
                 a.announcements.get(account).is_some_and(|x| x.status == AnnStatus::Pending)
+            })
+            .map(|(id, a)| (a.published.unwrap_or(a.first_seen), id))
+            .collect();
+        pending.sort_unstable();
+        pending.into_iter().take(n).map(|(_, id)| id).collect()
+    }
+
+    /// The account's announcement in flight that goes out first: the oldest, as they were
+    /// begun by [`State::next_pending`].
+    pub fn next_in_flight(&self, account: &str) -> Option<u64> {
+        self.open_articles()
+            .filter(|(_, a)| {
+                a.announcements
+                    .get(account)
+                    .is_some_and(|x| matches!(x.status, AnnStatus::InFlight { .. }))
             })
             .min_by_key(|(id, a)| (a.published.unwrap_or(a.first_seen), *id))
             .map(|(id, _)| id)
@@ -786,7 +802,7 @@ mod tests {
         assert!(statuses(&s, "a")
             .iter()
             .all(|st| *st == AnnStatus::Skipped { reason: SkipReason::Baseline }));
-        assert_eq!(s.next_pending("a"), None);
+        assert_eq!(s.next_pending("a", 8), Vec::<u64>::new());
     }
 
     #[test]
@@ -863,7 +879,7 @@ mod tests {
         let id = s.ingest(&feed(), &accounts(), vec![item(1)], 20).new[0];
         let key = s.articles[&id].announcements["a"].key.clone();
         assert_eq!(key, announcement_key("a", "https://blog/feed", "guid-1"));
-        assert_eq!(s.next_pending("a"), Some(id));
+        assert_eq!(s.next_pending("a", 8), vec![id]);
         assert!(s.begin(id, "a", "first text".into(), 30));
         assert!(!s.begin(id, "a", "again".into(), 30));
         assert_eq!(s.in_flight(), vec![(id, "a".to_owned())]);

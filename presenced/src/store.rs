@@ -242,10 +242,17 @@ pub fn peek(dir: &Path) -> Result<Option<State>, StoreError> {
     replayed(&bytes, &dir.join("state"), &mut Journal::new(dir)).map(Some)
 }
 
+/// The records journaled on top of the state file in `dir`, each as the changes it holds
+/// (read without the lock): how a running daemon grouped its durable writes.
+pub fn peek_journal(dir: &Path) -> Result<Vec<Vec<Change>>, StoreError> {
+    let Some(bytes) = read_state_file(dir)? else { return Ok(Vec::new()) };
+    Journal::new(dir).read(Base::of(&bytes))
+}
+
 /// The state file's `bytes` decoded, with the changes `journal` holds on top of it replayed.
 fn replayed(bytes: &[u8], path: &Path, journal: &mut Journal) -> Result<State, StoreError> {
     let mut state = decode(bytes, path)?;
-    for change in journal.read(Base::of(bytes))? {
+    for change in journal.read(Base::of(bytes))?.into_iter().flatten() {
         state.apply(change);
     }
     Ok(state)

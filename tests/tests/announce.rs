@@ -384,3 +384,56 @@ fn an_unchanged_feed_is_polled_without_writing_the_state() {
     let on_disk = presenced::store::peek(&sb.state_dir()).unwrap().unwrap();
     assert!(on_disk.articles.values().any(|a| a.link == "https://blog.test/4/"), "{on_disk:?}");
 }
+
+/// A burst goes out in batches on the outbox (reconciled by its key index): the intents of up
+/// to 8 announcements are made durable in one journal record, their outcomes in the record
+/// that begins the next batch. Oldest first, each once.
+#[test]
+fn a_burst_is_written_in_batches_and_announced_oldest_first() {
+    use presenced::state::Change;
+    let server = FeedServer::start(&rss(&blog(1..=1)));
+    let sb = Sandbox::new();
+    sb.write_config(&config(&server, "max_new_per_poll = 20"));
+    let _daemon = sb.start();
+    baseline(&sb, &server);
+    server.set_body(&rss(&blog(1..=11)));
+    poll_and_wait(&sb, &server);
+    assert!(wait_outbox(&sb, 10), "{}", sb.log());
+    let want: Vec<String> = (2..=11).map(|n| format!("https://blog.test/{n}/")).collect();
+    assert_eq!(urls(&sb), want, "oldest first, each once");
+    let posted_on_disk = || {
+        let state = presenced::store::peek(&sb.state_dir()).unwrap().unwrap();
+        let posted = |a: &presenced::state::Article| {
+            a.announcements
+                .values()
+                .any(|x| matches!(x.status, presenced::state::AnnStatus::Posted { .. }))
+        };
+        state.articles.values().filter(|a| posted(a)).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || posted_on_disk() == 10),
+        "every outcome written when the burst is done"
+    );
+    let records = presenced::store::peek_journal(&sb.state_dir()).unwrap();
+    let shape: Vec<[usize; 3]> = records
+        .iter()
+        .map(|record| {
+            let mut n = [0; 3];
+            for change in record {
+                n[match change {
+                    Change::Fetched { .. } => 0,
+                    Change::Begin { .. } => 1,
+                    Change::Finish { .. } => 2,
+                }] += 1;
+            }
+            n
+        })
+        .collect();
+    // Before the burst: the baseline's fetch, journaled or saved whole.
+    let burst = shape.iter().position(|n| n[1] > 0).unwrap_or(shape.len());
+    assert_eq!(
+        shape[burst..],
+        [[1, 8, 0], [0, 2, 8], [0, 0, 2]],
+        "records as [fetches, intents, outcomes]: {shape:?}"
+    );
+}

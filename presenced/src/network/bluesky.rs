@@ -820,6 +820,7 @@ impl Network for Bluesky {
             rules: Rules::bluesky(),
             handle,
             mention_interval: Some(self.mention_interval),
+            at_once: super::AT_ONCE_CHEAP_RECONCILE,
         })
     }
 

@@ -430,6 +430,7 @@ impl Network for Facebook {
             rules: Rules::facebook(),
             handle: name,
             mention_interval: Some(MENTION_INTERVAL),
+            at_once: 1,
         })
     }
 

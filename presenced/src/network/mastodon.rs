@@ -392,6 +392,7 @@ impl Network for Mastodon {
             rules: Rules::mastodon(max_chars as usize, url_len as usize),
             handle,
             mention_interval: Some(MENTION_INTERVAL),
+            at_once: super::AT_ONCE_CHEAP_RECONCILE,
         })
     }
 

@@ -95,6 +95,7 @@ impl Network for Outbox {
             rules: Rules::outbox(),
             handle: self.account.clone(),
             mention_interval: None,
+            at_once: super::AT_ONCE_CHEAP_RECONCILE,
         })
     }
 

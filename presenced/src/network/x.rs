@@ -180,6 +180,7 @@ impl X {
             rules: Rules::x(),
             handle: self.session.username.clone().unwrap_or_default(),
             mention_interval: Some(MENTION_INTERVAL),
+            at_once: 1,
         }
     }
 

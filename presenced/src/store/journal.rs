@@ -133,8 +133,8 @@ impl Journal {
         self.older = false;
     }
 
-    /// The changes journaled on top of `base`, oldest first.
-    pub fn read(&mut self, base: Base) -> Result<Vec<Change>, StoreError> {
+    /// The records journaled on top of `base`, oldest first, each as the changes it holds.
+    pub fn read(&mut self, base: Base) -> Result<Vec<Vec<Change>>, StoreError> {
         self.reset();
         let mut bytes = Vec::new();
         match File::open(&self.path) {
@@ -148,7 +148,7 @@ impl Journal {
         }
         self.valid = parsed.valid;
         self.older = parsed.version < FORMAT_VERSION && !parsed.records.is_empty();
-        Ok(parsed.records.into_iter().flatten().collect())
+        Ok(parsed.records)
     }
 
     /// Appends one record and makes it durable; false (nothing written) when the record
