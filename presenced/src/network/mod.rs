@@ -57,14 +57,15 @@ pub struct AccountInfo {
     pub mention_interval: Option<Duration>,
     /// How many announcements may be in flight at once, their intents made durable in one
     /// write and their outcomes in one more. Each is in doubt after a crash, so more than
-    /// one only where reconciling costs one cheap, exact look-up: [`AT_ONCE_CHEAP_RECONCILE`].
+    /// one only where reconciling costs a cheap look-up: [`AT_ONCE_CHEAP_RECONCILE`].
     pub at_once: usize,
 }
 
 /// [`AccountInfo::at_once`] for the outbox (its key index), Bluesky (the record key derived
-/// from the announcement key) and Mastodon (its own recent statuses). X and Facebook search
-/// with scarce, rate-limited API calls and keep one. A burst of 20 writes 4 journal records
-/// instead of 21; on a virtual machine each fdatasync is a good part of a post's CPU.
+/// from the announcement key) and Mastodon (its last 120 statuses, at most three requests).
+/// X and Facebook search with scarce, rate-limited API calls and keep one. A burst of 20
+/// writes 4 journal records instead of 21; on a virtual machine each fdatasync is a good
+/// part of a post's CPU.
 pub const AT_ONCE_CHEAP_RECONCILE: usize = 8;
 
 /// One message that arrived on the network: a mention, a reply or a quote.
