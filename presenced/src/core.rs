@@ -525,15 +525,20 @@ impl Core {
         let mut begun = Vec::new();
         for (name, acc) in &self.accounts {
             let Some(rules) = acc.rules else { continue };
-            if acc.busy.is_some()
-                || self.state.next_in_flight(name).is_some()
-                || self.state.answer_in_flight(name).is_some()
-            {
+            if acc.busy.is_some() || self.state.answer_in_flight(name).is_some() {
                 continue;
             }
-            if let Some(answer) = self.state.next_pending_answer(name) {
-                self.state.begin_answer(&answer, now);
-                self.dirty = true;
+            let announcing = self.state.next_in_flight(name).is_some();
+            // Where a batch of announcements is in flight, an answer begins between two of
+            // them (dispatch sends it next) instead of waiting for the whole batch.
+            if !announcing || acc.at_once > 1 {
+                if let Some(answer) = self.state.next_pending_answer(name) {
+                    self.state.begin_answer(&answer, now);
+                    self.dirty = true;
+                    continue;
+                }
+            }
+            if announcing {
                 continue;
             }
             for id in self.state.next_pending(name, acc.at_once) {

@@ -22,13 +22,18 @@ struct World {
 /// A blogger's account on the emulator, a blog with 3 articles, presenced configured for
 /// both (token in a 0600 file).
 fn world() -> World {
+    world_with("")
+}
+
+/// [`world`] with more settings for the feed.
+fn world_with(feed_settings: &str) -> World {
     let masto = Mastodon::start();
     let me = masto.add_account("blogger", "The Blogger");
     let server = FeedServer::start(&rss(&blog(1..=3)));
     let sb = Sandbox::new();
     let token = sb.secret_file("masto.token", &masto.token_for(&me));
     sb.write_config(&format!(
-        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {token:?} }}\n",
+        "[[feed]]\nurl = {:?}\ninterval = \"1h\"\n{feed_settings}\n[[account]]\nname = \"masto\"\nkind = \"mastodon\"\nserver = {:?}\ntoken = {{ file = {token:?} }}\n",
         server.url,
         masto.url(),
     ));
@@ -422,4 +427,41 @@ fn poll_can_check_only_the_feeds_or_only_the_mentions() {
     assert_eq!(text(&both.stdout).trim(), "checking 1 feed and 1 account now");
     let refused = w.sb.ctl(&["poll", "--feeds", "--mentions"]);
     assert_eq!(refused.status.code(), Some(2), "the two options exclude each other");
+}
+
+/// The human's answer goes before announcements: on Mastodon, where 8 announcements are
+/// begun at once, an answer written while they go out is posted between two of them, not
+/// after the whole batch.
+#[test]
+fn an_answer_goes_out_between_the_announcements_of_a_batch() {
+    let w = world_with("max_new_per_poll = 20\n");
+    let alice = w.masto.add_remote_account("alice", "other.host", "Alice");
+    let _daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    w.masto.post_as(&alice, "@blogger a question", None, &[]);
+    w.poll();
+    assert!(wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1), "{}", w.sb.log());
+    let conversation = w.list(&[])[0]["id"].as_str().unwrap().to_owned();
+
+    // Each post is answered 400 ms after it is made: the batch of 8 takes over 3 s.
+    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(400)), 20);
+    w.server.set_body(&rss(&blog(1..=11)));
+    w.poll();
+    assert!(wait_until(Duration::from_secs(10), || !w.statuses().is_empty()), "batch started");
+    let out = w.sb.ctl(&["answer", &conversation, "Thanks for asking!"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        wait_until(Duration::from_secs(20), || w.statuses().len() == 9),
+        "8 announcements and the answer: {}",
+        w.sb.log()
+    );
+    let mut made: Vec<String> =
+        w.statuses().iter().map(|s| s["content"].as_str().unwrap().to_owned()).collect();
+    made.reverse();
+    let answer = made.iter().position(|c| c.contains("Thanks for asking!")).unwrap();
+    assert!(
+        (1..8).contains(&answer),
+        "the answer went out between announcements, not after all 8: {made:#?}"
+    );
 }
