@@ -134,6 +134,9 @@ pub struct Core {
     dirty: bool,
     /// Announcement steps and fetch results since the last save, for the journal.
     changes: Vec<Change>,
+    /// Among them, the outcome of a post that was in doubt: written at once, not with its
+    /// batch, so that a daemon killed over and over still settles a post in each life.
+    settled_doubt: bool,
     /// Replies to mutating requests wait until the change is durable.
     replies: Vec<(oneshot::Sender<Response>, Response)>,
     /// `presencectl answer` waits for the network's verdict, by answer key.
@@ -183,6 +186,7 @@ impl Core {
             not_durable: None,
             dirty: false,
             changes: Vec::new(),
+            settled_doubt: false,
             replies: Vec::new(),
             answer_waiters: BTreeMap::new(),
             watchdog: notify::watchdog_interval(),
@@ -403,6 +407,8 @@ impl Core {
                 }
             }
         }
+        let ann = self.state.articles.get(&article).and_then(|a| a.announcements.get(account));
+        self.settled_doubt |= ann.is_some_and(|ann| ann.in_doubt);
         self.change(Change::Finish { article, account: account.to_owned(), outcome, at: now() });
     }
 
@@ -474,11 +480,11 @@ impl Core {
         // An outcome can wait for the write that ends its account's batch: the account's next
         // post is durably in flight already, and were the outcome lost in a crash, its post
         // would be reconciled like any in doubt. A burst costs two writes per batch, not one
-        // per post.
+        // per post. An outcome that settles a post in doubt does not wait (`settled_doubt`).
         let outcomes_can_wait = self.changes.iter().all(|change| {
             matches!(change, Change::Finish { account, .. } if self.state.next_in_flight(account).is_some())
         });
-        if self.dirty || !outcomes_can_wait {
+        if self.dirty || self.settled_doubt || !outcomes_can_wait {
             // Announcement steps and fetch results go to the journal. Anything else that
             // changed writes the whole state, which folds the journal in; so do a long
             // journal (the store decides) and a clean stop.
@@ -494,6 +500,7 @@ impl Core {
                     }
                     self.dirty = false;
                     self.changes.clear();
+                    self.settled_doubt = false;
                 }
                 Err(err) => {
                     let err = err.to_string();

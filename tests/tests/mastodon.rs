@@ -465,3 +465,58 @@ fn an_answer_goes_out_between_the_announcements_of_a_batch() {
         "the answer went out between announcements, not after all 8: {made:#?}"
     );
 }
+
+/// A crash in the middle of a batch leaves its announcements in doubt. After the restart
+/// each is looked up and then posted or found, exactly once, and each such outcome is
+/// written at once rather than with the batch: a daemon killed again and again still
+/// settles a post in each life.
+#[test]
+fn a_batch_cut_by_a_crash_is_settled_post_by_post() {
+    use presenced::state::{AnnStatus, Change};
+    let w = world_with("max_new_per_poll = 20\n");
+    let mut daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(500)), 20);
+    w.server.set_body(&rss(&blog(1..=11)));
+    w.poll();
+    let in_flight = || {
+        let state = presenced::store::peek(&w.sb.state_dir()).unwrap().unwrap();
+        let flying = |a: &presenced::state::Article| {
+            a.announcements.values().any(|x| matches!(x.status, AnnStatus::InFlight { .. }))
+        };
+        state.articles.values().filter(|a| flying(a)).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || !w.statuses().is_empty() && in_flight() == 8),
+        "the batch of 8 is begun and its first post made: {}",
+        w.sb.log()
+    );
+    daemon.kill9();
+    w.masto.clear_faults();
+    let made_before = w.statuses().len();
+    assert!((1..8).contains(&made_before), "killed in the middle: {made_before} made");
+
+    let _daemon = w.sb.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || in_flight() == 0),
+        "all settled: {}",
+        w.sb.log()
+    );
+    let mut links: Vec<String> = w
+        .statuses()
+        .iter()
+        .map(|s| s["content"].as_str().unwrap().to_owned())
+        .map(|c| c.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_owned())
+        .collect();
+    links.sort();
+    links.dedup();
+    assert_eq!((w.statuses().len(), links.len()), (8, 8), "each of the 8 once: {links:?}");
+    let outcomes: Vec<usize> = presenced::store::peek_journal(&w.sb.state_dir())
+        .unwrap()
+        .iter()
+        .map(|record| record.iter().filter(|c| matches!(c, Change::Finish { .. })).count())
+        .filter(|&n| n > 0)
+        .collect();
+    assert_eq!(outcomes, [1; 8], "one record per settled post: {outcomes:?}");
+}
