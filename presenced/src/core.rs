@@ -924,7 +924,8 @@ impl Core {
         let _ = reply.send(response);
     }
 
-    /// Replies once the change is durable, or at once with the refusal.
+    /// `presencectl poll`: the feeds' watchers fetch now, the accounts' workers read their
+    /// mentions now, or both.
     fn poll_now(&mut self, feeds: bool, mentions: bool) -> Response {
         let mut checking = Vec::new();
         if feeds {
@@ -943,6 +944,7 @@ impl Core {
         Response::Done(format!("checking {} now", checking.join(" and ")))
     }
 
+    /// Replies once the change is durable, or at once with the refusal.
     fn reply_after_save(
         &mut self,
         reply: oneshot::Sender<Response>,

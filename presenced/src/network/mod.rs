@@ -341,7 +341,7 @@ impl Worker {
     /// Runs one account: starts it, then carries out jobs one at a time and fetches
     /// mentions on its interval or when the network's stream says so, reporting everything
     /// to the core. One job at a time: a crash leaves at most one post per account half
-    /// sent (and at most `at_once` in doubt).
+    /// sent (and in doubt at most `at_once` announcements and one answer).
     pub async fn run<N: Network>(mut self, mut network: N) {
         let Some(info) = self.start(&mut network).await else { return };
         if !self.store_session(&network).await {
