@@ -53,6 +53,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use crate::fault_queue::FaultQueue;
 pub use crate::mastodon::RecordedRequest;
 use crate::x::http;
 
@@ -78,14 +79,6 @@ pub enum Fault {
     DropAfterCreate,
     /// Handle the request normally, then answer this much later.
     Slow(Duration),
-}
-
-#[derive(Debug, Clone)]
-struct Injection {
-    method: String,
-    path_prefix: String,
-    fault: Fault,
-    remaining: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -139,7 +132,7 @@ struct State {
     unreachable_links: Vec<String>,
     /// (page, hour window) → calls.
     calls: HashMap<(String, i64), u32>,
-    faults: Vec<Injection>,
+    faults: FaultQueue<Fault>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -317,17 +310,7 @@ impl State {
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| {
-            f.remaining > 0
-                && (f.method == "*" || f.method.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
-        })?;
-        let fault = self.faults[i].fault;
-        self.faults[i].remaining -= 1;
-        if self.faults[i].remaining == 0 {
-            self.faults.remove(i);
-        }
-        Some(fault)
+        self.faults.take(method, path)
     }
 }
 
@@ -356,7 +339,7 @@ impl Facebook {
             call_limit: DEFAULT_CALL_LIMIT,
             unreachable_links: Vec::new(),
             calls: HashMap::new(),
-            faults: Vec::new(),
+            faults: FaultQueue::default(),
             requests: Vec::new(),
         }));
         let handled = state.clone();
@@ -466,12 +449,7 @@ impl Facebook {
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any)
     /// and whose path starts with `path_prefix` (with the version: `/v25.0/…`).
     pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault, times: usize) {
-        self.lock().faults.push(Injection {
-            method: method.to_owned(),
-            path_prefix: path_prefix.to_owned(),
-            fault,
-            remaining: times,
-        });
+        self.lock().faults.repeat(method, path_prefix, fault, times);
     }
 
     pub fn clear_faults(&self) {

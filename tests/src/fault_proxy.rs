@@ -28,12 +28,14 @@
 //! let posts = proxy.requests_to("POST", "/api/v1/statuses");
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::fault_queue::FaultQueue;
 
 /// What the proxy does with one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,16 +97,9 @@ impl Seen {
     }
 }
 
-#[derive(Debug)]
-struct Rule {
-    method: String,
-    prefix: String,
-    faults: VecDeque<Fault>,
-}
-
 #[derive(Debug, Default)]
 struct State {
-    rules: Vec<Rule>,
+    faults: FaultQueue<Fault>,
     seen: Vec<Seen>,
     /// The last answer the server gave per path (no query), for `Replay`.
     last: HashMap<String, Answer>,
@@ -192,35 +187,26 @@ impl FaultProxy {
     /// Applies `fault` to the next `times` requests with this method (`"*"`: any) whose path
     /// starts with `path_prefix`. Faults injected for the same requests queue up in order.
     pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault, times: usize) {
-        let faults = std::iter::repeat(fault).take(times).collect();
-        self.push(method, path_prefix, faults);
+        self.inner.lock().faults.repeat(method, path_prefix, fault, times);
     }
 
     /// Applies `faults` in this order to the next matching requests, one each.
     pub fn inject_all(&self, method: &str, path_prefix: &str, faults: &[Fault]) {
-        self.push(method, path_prefix, faults.iter().cloned().collect());
-    }
-
-    fn push(&self, method: &str, path_prefix: &str, faults: VecDeque<Fault>) {
-        self.inner.lock().rules.push(Rule {
-            method: method.to_owned(),
-            prefix: path_prefix.to_owned(),
-            faults,
-        });
+        self.inner.lock().faults.push(method, path_prefix, faults.iter().cloned());
     }
 
     /// How many injected faults are still waiting for a request.
     pub fn pending(&self) -> usize {
-        self.inner.lock().rules.iter().map(|r| r.faults.len()).sum()
+        self.inner.lock().faults.waiting()
     }
 
     pub fn clear_faults(&self) {
-        self.inner.lock().rules.clear();
+        self.inner.lock().faults.clear();
     }
 
     /// Drops the faults still waiting for requests with exactly this method and prefix.
     pub fn clear(&self, method: &str, path_prefix: &str) {
-        self.inner.lock().rules.retain(|r| r.method != method || r.prefix != path_prefix);
+        self.inner.lock().faults.clear_for(method, path_prefix);
     }
 
     /// Every request so far, in the order they arrived.
@@ -404,15 +390,7 @@ impl Inner {
     }
 
     fn take_fault(&self, method: &str, path: &str) -> Option<Fault> {
-        let mut s = self.lock();
-        let rule = s.rules.iter_mut().find(|r| {
-            !r.faults.is_empty()
-                && (r.method == "*" || r.method.eq_ignore_ascii_case(method))
-                && path.starts_with(&r.prefix)
-        })?;
-        let fault = rule.faults.pop_front();
-        s.rules.retain(|r| !r.faults.is_empty());
-        fault
+        self.lock().faults.take(method, path)
     }
 
     fn record(&self, req: &Request, fault: &Option<Fault>, upstream: Option<u16>) -> usize {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod bsky;
 pub mod facebook;
 pub mod fault_proxy;
+pub mod fault_queue;
 pub mod feed_server;
 pub mod mastodon;
 pub mod measure;

@@ -55,6 +55,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use crate::fault_queue::FaultQueue;
+
 const ACCOUNT_ID_BASE: u64 = 109_000_000_000_000_000;
 const STATUS_ID_BASE: u64 = 113_000_000_000_000_000;
 const NOTIFICATION_ID_BASE: u64 = 34_975_000;
@@ -80,14 +82,6 @@ pub enum Fault {
     /// Answer 200 with an HTML page (`text/html`), as a proxy's maintenance page; nothing is
     /// done.
     WrongContentType,
-}
-
-#[derive(Debug, Clone)]
-struct Injection {
-    method: String,
-    path_prefix: String,
-    fault: Fault,
-    remaining: usize,
 }
 
 /// One request as the emulator received it.
@@ -218,7 +212,7 @@ struct State {
     idempotency: HashMap<(u64, String), (u64, DateTime<Utc>)>,
     /// bucket → (window number, hits in that window).
     rate: HashMap<String, (i64, u32)>,
-    faults: Vec<Injection>,
+    faults: FaultQueue<Fault>,
     requests: Vec<RecordedRequest>,
     streams: Vec<StreamReg>,
     cut_next_events: usize,
@@ -609,17 +603,7 @@ impl State {
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| {
-            f.remaining > 0
-                && (f.method == "*" || f.method.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
-        })?;
-        let fault = self.faults[i].fault;
-        self.faults[i].remaining -= 1;
-        if self.faults[i].remaining == 0 {
-            self.faults.remove(i);
-        }
-        Some(fault)
+        self.faults.take(method, path)
     }
 }
 
@@ -660,7 +644,7 @@ impl Mastodon {
             notifications: BTreeMap::new(),
             idempotency: HashMap::new(),
             rate: HashMap::new(),
-            faults: Vec::new(),
+            faults: FaultQueue::default(),
             requests: Vec::new(),
             streams: Vec::new(),
             cut_next_events: 0,
@@ -821,12 +805,7 @@ impl Mastodon {
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any)
     /// and whose path starts with `path_prefix`. Injections are consulted in order.
     pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault, times: usize) {
-        self.lock().faults.push(Injection {
-            method: method.to_owned(),
-            path_prefix: path_prefix.to_owned(),
-            fault,
-            remaining: times,
-        });
+        self.lock().faults.repeat(method, path_prefix, fault, times);
     }
 
     /// Removes the injections not used up yet.

@@ -62,6 +62,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use crate::fault_queue::FaultQueue;
 pub use crate::mastodon::RecordedRequest;
 
 const USER_ID_BASE: u64 = 2_244_994_000;
@@ -95,14 +96,6 @@ pub enum Fault {
     TooManyRequests,
     /// 429 with type `https://api.x.com/2/problems/usage-capped`; nothing is done.
     UsageCapped,
-}
-
-#[derive(Debug, Clone)]
-struct Injection {
-    method: String,
-    path_prefix: String,
-    fault: Fault,
-    remaining: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -205,7 +198,7 @@ struct State {
     config: Config,
     /// (user, endpoint) → (window number, hits).
     rate: HashMap<(u64, String), (i64, u32)>,
-    faults: Vec<Injection>,
+    faults: FaultQueue<Fault>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -480,17 +473,7 @@ impl State {
     }
 
     fn take_fault(&mut self, method: &str, path: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| {
-            f.remaining > 0
-                && (f.method == "*" || f.method.eq_ignore_ascii_case(method))
-                && path.starts_with(&f.path_prefix)
-        })?;
-        let fault = self.faults[i].fault;
-        self.faults[i].remaining -= 1;
-        if self.faults[i].remaining == 0 {
-            self.faults.remove(i);
-        }
-        Some(fault)
+        self.faults.take(method, path)
     }
 }
 
@@ -528,7 +511,7 @@ impl X {
                 limits: default_limits(),
             },
             rate: HashMap::new(),
-            faults: Vec::new(),
+            faults: FaultQueue::default(),
             requests: Vec::new(),
         }));
         let handled = state.clone();
@@ -700,12 +683,7 @@ impl X {
     /// Applies `fault` to the next `times` requests whose method is `method` (`"*"`: any)
     /// and whose path starts with `path_prefix`.
     pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault, times: usize) {
-        self.lock().faults.push(Injection {
-            method: method.to_owned(),
-            path_prefix: path_prefix.to_owned(),
-            fault,
-            remaining: times,
-        });
+        self.lock().faults.repeat(method, path_prefix, fault, times);
     }
 
     pub fn clear_faults(&self) {
