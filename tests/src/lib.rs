@@ -118,6 +118,19 @@ impl Sandbox {
         self.path().join("presenced.toml")
     }
 
+    /// Stores `data` as the account's session data in the state, where a login leaves it
+    /// (the daemon must not be running).
+    pub fn seed_account_data(
+        &self,
+        account: &str,
+        data: &std::collections::BTreeMap<String, String>,
+    ) {
+        let store = presenced::store::Store::open(&self.state_dir()).expect("state dir");
+        let mut state = store.load().expect("state").unwrap_or_default();
+        state.accounts.entry(account.to_owned()).or_default().data = data.clone();
+        store.save(&state).expect("state saved");
+    }
+
     /// What identifies each of the files `state` and `state.journal` as last written (inode,
     /// mtime, length; `None` for a missing file): unchanged stamps mean nothing was written.
     pub fn state_files(&self) -> [Option<(u64, i64, i64, u64)>; 2] {

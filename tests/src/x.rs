@@ -593,6 +593,30 @@ impl X {
         (access, refresh.unwrap_or_default())
     }
 
+    /// The session a completed `presencectl login x` leaves for `user` (name or id) with
+    /// this client, as presenced stores it (presenced/src/network/x.rs): fresh tokens, their
+    /// expiry and scope, the user's id and name. Store it with `Sandbox::seed_account_data`.
+    pub fn session_for(&self, user: &str, client_id: &str) -> BTreeMap<String, String> {
+        let (access, refresh) = self.issue_tokens(user, client_id);
+        let (id, username) = {
+            let s = self.lock();
+            let id = s.find_user(user).unwrap_or_else(|| panic!("no user {user}"));
+            (id, s.users[&id].username.clone())
+        };
+        let expires = Utc::now().timestamp() + ACCESS_TOKEN_LIFETIME.as_secs() as i64;
+        [
+            ("access_token", access),
+            ("refresh_token", refresh),
+            ("expires_at", expires.to_string()),
+            ("scope", presenced::network::x::SCOPES.to_owned()),
+            ("user_id", id.to_string()),
+            ("username", username),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// Whether a refresh token can still be used (rotated ones cannot).
     pub fn refresh_token_valid(&self, token: &str) -> bool {
         self.lock().refresh.get(token).is_some_and(|r| r.valid)

@@ -302,21 +302,6 @@ fn x_world() -> World {
         x.add_user(p, p);
     }
     x.add_client(X_CLIENT, None, "http://127.0.0.1:8765/callback");
-    // A completed login, as `presencectl login x` stores it (oauth.rs: the session map).
-    let (access, refresh) = x.issue_tokens("blogger", X_CLIENT);
-    let expires = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
-        + presence_e2e::x::ACCESS_TOKEN_LIFETIME.as_secs();
-    let session: BTreeMap<String, String> = [
-        ("access_token", access),
-        ("refresh_token", refresh),
-        ("expires_at", expires.to_string()),
-        ("scope", presenced::network::x::SCOPES.to_owned()),
-        ("user_id", me.clone()),
-        ("username", "blogger".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
     let feed = new_feed();
     let sb = Sandbox::new();
     sb.write_config(&format!(
@@ -324,11 +309,8 @@ fn x_world() -> World {
         feed_config(&feed),
         x.url(),
     ));
-    let store = presenced::store::Store::open(&sb.state_dir()).unwrap();
-    let mut state = store.load().unwrap().unwrap_or_default();
-    state.accounts.entry("x".into()).or_default().data = session;
-    store.save(&state).unwrap();
-    drop(store);
+    // A completed login, as `presencectl login x` leaves it.
+    sb.seed_account_data("x", &x.session_for("blogger", X_CLIENT));
     World::new("x", sb, feed, Box::new(Xw { x, me, people }))
 }
 

@@ -15,7 +15,6 @@
 // Test code writes fixtures directly and fails loudly: the daemon's rules do not apply here.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use presence_e2e::fault_proxy::{Fault, FaultProxy};
@@ -131,7 +130,6 @@ fn x_world() -> World {
     let me = x.add_user("blogger", "The Blogger");
     let fan = x.add_user("fan", "Fan");
     x.add_client(CLIENT, None, "http://127.0.0.1:1/callback");
-    let (access, refresh) = x.issue_tokens(&me, CLIENT);
     let proxy = FaultProxy::start(&x.url(), &[]);
     let feed = FeedServer::start(&rss(&blog(1..=OLD)));
     let sb = Sandbox::new();
@@ -141,22 +139,9 @@ fn x_world() -> World {
         proxy.url
     ));
     // The session a login leaves, written where the daemon keeps it.
-    let expires = chrono::Utc::now().timestamp() + 7200;
-    let session: BTreeMap<String, String> = [
-        ("access_token", access.clone()),
-        ("refresh_token", refresh),
-        ("expires_at", expires.to_string()),
-        ("user_id", me.clone()),
-        ("username", "blogger".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let store = presenced::store::Store::open(&sb.state_dir()).unwrap();
-    let mut state = store.load().unwrap().unwrap_or_default();
-    state.accounts.entry("x".into()).or_default().data = session;
-    store.save(&state).unwrap();
-    drop(store);
+    let session = x.session_for(&me, CLIENT);
+    let access = session["access_token"].clone();
+    sb.seed_account_data("x", &session);
     let (x1, x2) = (x.clone(), x);
     let mentions = format!("/2/users/{me}/mentions");
     World {

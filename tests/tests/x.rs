@@ -41,14 +41,6 @@ fn login(x: &X, user: &str) -> BTreeMap<String, String> {
         .unwrap()
 }
 
-/// Writes the account's session into the state file (the daemon must not be running).
-fn seed_session(sb: &Sandbox, session: &BTreeMap<String, String>) {
-    let store = presenced::store::Store::open(&sb.state_dir()).unwrap();
-    let mut state = store.load().unwrap().unwrap_or_default();
-    state.accounts.entry("x".into()).or_default().data = session.clone();
-    store.save(&state).unwrap();
-}
-
 /// The session the daemon has stored, read from the state file.
 fn stored_session(sb: &Sandbox) -> BTreeMap<String, String> {
     let path = sb.state_dir().join("state");
@@ -80,7 +72,7 @@ fn world_with(setup: impl FnOnce(&X)) -> World {
         server.url,
         x.url(),
     ));
-    seed_session(&sb, &session);
+    sb.seed_account_data("x", &session);
     World { x, me, server, sb, session }
 }
 
@@ -357,7 +349,7 @@ fn the_rotated_refresh_token_survives_restarts() {
     // The session's access token is about to expire (10 minutes left by our clock).
     let mut near = w.session.clone();
     near.insert("expires_at".into(), (chrono::Utc::now().timestamp() + 600).to_string());
-    seed_session(&w.sb, &near);
+    w.sb.seed_account_data("x", &near);
 
     let mut daemon = w.sb.start();
     w.account_ready();
@@ -432,7 +424,7 @@ fn the_rotated_refresh_token_survives_restarts() {
 #[test]
 fn without_a_session_the_account_asks_for_a_login() {
     let w = world();
-    seed_session(&w.sb, &BTreeMap::new());
+    w.sb.seed_account_data("x", &BTreeMap::new());
     let _daemon = w.sb.start();
     assert!(
         wait_until(Duration::from_secs(10), || w.health().contains("not logged in")),
