@@ -83,6 +83,16 @@ pub(crate) fn drop_connection() -> Resp {
     Resp { status: 0, headers: Vec::new(), body: String::new(), hold: None }
 }
 
+/// Answers its calls with `answers` in turn, the last one again once they run out: a
+/// server whose successive answers to one request tell a story (a drop, a 500, a limit).
+pub(crate) fn in_turn(answers: Vec<Resp>) -> impl Fn() -> Resp + Send + Sync {
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    move || {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        answers[n.min(answers.len() - 1)].clone()
+    }
+}
+
 type Handler = dyn Fn(&Req) -> Resp + Send + Sync;
 
 #[derive(Debug)]

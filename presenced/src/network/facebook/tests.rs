@@ -1,15 +1,12 @@
 //! Tests of the Facebook adapter: error codes and usage headers directly, the HTTP parts
 //! against the recording responder (the faithful emulator is in the `tests` crate).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use reqwest::header::HeaderMap;
 use serde_json::json;
 
 use super::*;
 use crate::config::SecretSource;
-use crate::network::responder::{drop_connection, json, with_header, Req, Resp, Server};
+use crate::network::responder::{drop_connection, in_turn, json, with_header, Req, Resp, Server};
 
 const PAGE: &str = "546349135390552";
 const TOKEN: &str = "EAAB-page-token";
@@ -255,18 +252,20 @@ async fn a_duplicate_is_found_by_its_link() {
 
 #[tokio::test]
 async fn failures_after_sending_are_in_doubt_and_rate_limits_wait() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
+    let posts = in_turn(vec![
+        drop_connection(),
+        json(
+            500,
+            error(2, None, "An unexpected error has occurred. Please retry your request later."),
+        ),
+        with_header(
+            json(400, error(32, None, "Page request limit reached")),
+            "X-Business-Use-Case-Usage",
+            r#"{"546349135390552":[{"type":"pages","call_count":100,"total_cputime":20,"total_time":20,"estimated_time_to_regain_access":12}]}"#,
+        ),
+    ]);
     let server = Server::start(move |r| match (r.method.as_str(), r.path()) {
-        ("POST", _) => match n2.fetch_add(1, Ordering::SeqCst) {
-            0 => drop_connection(),
-            1 => json(500, error(2, None, "An unexpected error has occurred. Please retry your request later.")),
-            _ => with_header(
-                json(400, error(32, None, "Page request limit reached")),
-                "X-Business-Use-Case-Usage",
-                r#"{"546349135390552":[{"type":"pages","call_count":100,"total_cputime":20,"total_time":20,"estimated_time_to_regain_access":12}]}"#,
-            ),
-        },
+        ("POST", _) => posts(),
         _ => me(),
     })
     .await;
@@ -293,13 +292,12 @@ async fn failures_after_sending_are_in_doubt_and_rate_limits_wait() {
 /// waited the 15-minute default instead.
 #[tokio::test]
 async fn a_bare_429_waits_its_retry_after() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
+    let posts = in_turn(vec![
+        with_header(json(429, json!({"error": "slow down"})), "Retry-After", "3"),
+        json(429, json!({"error": "slow down"})),
+    ]);
     let server = Server::start(move |r| match (r.method.as_str(), r.path()) {
-        ("POST", _) => match n2.fetch_add(1, Ordering::SeqCst) {
-            0 => with_header(json(429, json!({"error": "slow down"})), "Retry-After", "3"),
-            _ => json(429, json!({"error": "slow down"})),
-        },
+        ("POST", _) => posts(),
         _ => me(),
     })
     .await;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::SecretSource;
-use crate::network::responder::{drop_connection, json, with_header, Req, Resp, Server};
+use crate::network::responder::{drop_connection, in_turn, json, with_header, Req, Resp, Server};
 
 // ---------------------------------------------------------------------------------------
 // Pure parts.
@@ -483,18 +483,27 @@ async fn a_401_renews_once_and_not_again_soon() {
 
 #[tokio::test]
 async fn failures_after_sending_are_in_doubt() {
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    let server = Server::start(move |r| match r.path() {
-        "/2/tweets" => match n2.fetch_add(1, Ordering::SeqCst) {
-            0 => drop_connection(),
-            1 => json(503, json!({"title":"Service Unavailable","detail":"Service Unavailable","type":"about:blank","status":503})),
-            _ => with_header(
-                with_header(json(429, json!({"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429})), "x-rate-limit-remaining", "0"),
-                "x-rate-limit-reset",
-                &(Utc::now().timestamp() + 120).to_string(),
+    let tweets = in_turn(vec![
+        drop_connection(),
+        json(
+            503,
+            json!({"title":"Service Unavailable","detail":"Service Unavailable","type":"about:blank","status":503}),
+        ),
+        with_header(
+            with_header(
+                json(
+                    429,
+                    json!({"title":"Too Many Requests","detail":"Too Many Requests","type":"about:blank","status":429}),
+                ),
+                "x-rate-limit-remaining",
+                "0",
             ),
-        },
+            "x-rate-limit-reset",
+            &(Utc::now().timestamp() + 120).to_string(),
+        ),
+    ]);
+    let server = Server::start(move |r| match r.path() {
+        "/2/tweets" => tweets(),
         _ => me(),
     })
     .await;
