@@ -396,6 +396,11 @@ fn a_burst_is_written_in_batches_and_announced_oldest_first() {
     sb.write_config(&config(&server, "max_new_per_poll = 20"));
     let _daemon = sb.start();
     baseline(&sb, &server);
+    assert!(
+        wait_until(Duration::from_secs(10), || sb.ctl_json(&["status"])["accounts"][0]["health"]
+            == "ok"),
+        "the outbox is ready"
+    );
     server.set_body(&rss(&blog(1..=11)));
     poll_and_wait(&sb, &server);
     assert!(wait_outbox(&sb, 10), "{}", sb.log());
