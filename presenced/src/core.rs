@@ -844,6 +844,15 @@ impl Core {
                 self.handle(event);
             }
         }
+        // The rest of a batch never reached a worker: pending again, so that the next start
+        // sends it without looking for it on the network first.
+        for (article, account) in self.state.in_flight() {
+            let sent = self.accounts.get(&account).and_then(|acc| acc.busy.as_ref())
+                == Some(&Busy::Article(article));
+            if !sent && self.state.unbegin(article, &account) {
+                self.dirty = true;
+            }
+        }
         // Outcomes that arrived while stopping are saved too (or the next start would have to
         // ask the network about them again), and the journal is folded in: a stopped
         // daemon leaves a state file complete on its own.

@@ -566,6 +566,20 @@ impl State {
         }
     }
 
+    /// In flight → pending again, for an announcement that never reached a worker (begun
+    /// with its batch, and the daemon stops): the next start sends it without looking for
+    /// it first. False if it was not in flight, or is in doubt.
+    pub fn unbegin(&mut self, article: u64, account: &str) -> bool {
+        match self.announcement_mut(article, account) {
+            Some(ann) if matches!(ann.status, AnnStatus::InFlight { .. }) && !ann.in_doubt => {
+                ann.status = AnnStatus::Pending;
+                ann.attempts = ann.attempts.saturating_sub(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records what the network said about an in-flight announcement.
     pub fn finish(&mut self, article: u64, account: &str, outcome: Outcome, now: Unix) {
         let Some(ann) = self.announcement_mut(article, account) else {
@@ -870,6 +884,23 @@ mod tests {
         s.ingest(&feed(), &accounts(), vec![item(0)], 10);
         let r = s.ingest(&feed(), &accounts(), vec![item(1), item(1)], 20);
         assert_eq!(r.new.len(), 1);
+    }
+
+    #[test]
+    fn an_announcement_never_sent_can_be_put_back_but_not_one_in_doubt() {
+        let mut s = State::default();
+        s.ingest(&feed(), &accounts(), vec![item(0)], 10);
+        let id = s.ingest(&feed(), &accounts(), vec![item(1)], 20).new[0];
+        assert!(!s.unbegin(id, "a"), "not in flight");
+        assert!(s.begin(id, "a", "text".into(), 30));
+        assert!(s.unbegin(id, "a"));
+        let ann = &s.articles[&id].announcements["a"];
+        assert_eq!((&ann.status, ann.attempts), (&AnnStatus::Pending, 0));
+        assert_eq!(s.next_pending("a", 8), vec![id]);
+        assert!(s.begin(id, "a", "other".into(), 40));
+        assert_eq!(s.articles[&id].announcements["a"].text.as_deref(), Some("text"));
+        s.announcement_mut(id, "a").unwrap().in_doubt = true;
+        assert!(!s.unbegin(id, "a"), "it may have been sent");
     }
 
     #[test]

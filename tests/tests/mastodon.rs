@@ -524,3 +524,44 @@ fn a_batch_cut_by_a_crash_is_settled_post_by_post() {
         "one record per settled post: {outcomes:?}"
     );
 }
+
+/// A clean stop in the middle of a batch puts back what never reached the network: after
+/// the restart at most the post that was out is looked for, and each goes out once.
+#[test]
+fn a_clean_stop_mid_batch_leaves_only_the_post_being_sent_in_doubt() {
+    use presenced::state::AnnStatus;
+    let w = world_with("max_new_per_poll = 20\n");
+    let mut daemon = w.sb.start();
+    w.account_ready();
+    w.baseline();
+    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(500)), 20);
+    w.server.set_body(&rss(&blog(1..=11)));
+    w.poll();
+    assert!(wait_until(Duration::from_secs(10), || !w.statuses().is_empty()), "batch started");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let state = presenced::store::peek(&w.sb.state_dir()).unwrap().unwrap();
+    let count = |f: fn(&AnnStatus) -> bool| {
+        state.articles.values().filter(|a| a.announcements.values().any(|x| f(&x.status))).count()
+    };
+    let in_flight = count(|s| matches!(s, AnnStatus::InFlight { .. }));
+    let pending = count(|s| *s == AnnStatus::Pending);
+    assert!(in_flight <= 1 && pending >= 6, "{in_flight} in flight, {pending} pending");
+
+    w.masto.clear_faults();
+    let lookups = || {
+        let own = w.masto.requests_to("GET", "/api/v1/accounts/");
+        own.iter().filter(|r| r.path().ends_with("/statuses")).count()
+    };
+    let before = lookups();
+    let _daemon = w.sb.start();
+    assert!(
+        wait_until(Duration::from_secs(20), || w.statuses().len() >= 8),
+        "the rest goes out: {}",
+        w.sb.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(w.statuses().len(), 8, "each once");
+    // One post in doubt costs at most three pages of own statuses (MAX_OWN_PAGES).
+    assert!(lookups() - before <= 3, "{} look-ups", lookups() - before);
+}
