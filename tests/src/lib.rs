@@ -131,6 +131,18 @@ impl Sandbox {
         store.save(&state).expect("state saved");
     }
 
+    /// How many articles have an announcement whose status `which` picks, in the state on
+    /// disk (state file and journal, read without the daemon's lock).
+    pub fn articles_on_disk(&self, which: impl Fn(&presenced::state::AnnStatus) -> bool) -> usize {
+        let state =
+            presenced::store::peek(&self.state_dir()).expect("state").expect("a state file");
+        state
+            .articles
+            .values()
+            .filter(|a| a.announcements.values().any(|x| which(&x.status)))
+            .count()
+    }
+
     /// What identifies each of the files `state` and `state.journal` as last written (inode,
     /// mtime, length; `None` for a missing file): unchanged stamps mean nothing was written.
     pub fn state_files(&self) -> [Option<(u64, i64, i64, u64)>; 2] {

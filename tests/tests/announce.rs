@@ -390,7 +390,7 @@ fn an_unchanged_feed_is_polled_without_writing_the_state() {
 /// that begins the next batch. Oldest first, each once.
 #[test]
 fn a_burst_is_written_in_batches_and_announced_oldest_first() {
-    use presenced::state::Change;
+    use presenced::state::{AnnStatus, Change};
     let server = FeedServer::start(&rss(&blog(1..=1)));
     let sb = Sandbox::new();
     sb.write_config(&config(&server, "max_new_per_poll = 20"));
@@ -406,17 +406,9 @@ fn a_burst_is_written_in_batches_and_announced_oldest_first() {
     assert!(wait_outbox(&sb, 10), "{}", sb.log());
     let want: Vec<String> = (2..=11).map(|n| format!("https://blog.test/{n}/")).collect();
     assert_eq!(urls(&sb), want, "oldest first, each once");
-    let posted_on_disk = || {
-        let state = presenced::store::peek(&sb.state_dir()).unwrap().unwrap();
-        let posted = |a: &presenced::state::Article| {
-            a.announcements
-                .values()
-                .any(|x| matches!(x.status, presenced::state::AnnStatus::Posted { .. }))
-        };
-        state.articles.values().filter(|a| posted(a)).count()
-    };
+    let posted = |s: &presenced::state::AnnStatus| matches!(s, AnnStatus::Posted { .. });
     assert!(
-        wait_until(Duration::from_secs(5), || posted_on_disk() == 10),
+        wait_until(Duration::from_secs(5), || sb.articles_on_disk(posted) == 10),
         "every outcome written when the burst is done"
     );
     let records = presenced::store::peek_journal(&sb.state_dir()).unwrap();

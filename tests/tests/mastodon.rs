@@ -85,6 +85,14 @@ impl World {
         (s[1]["id"].as_str().unwrap().to_owned(), s[0]["id"].as_str().unwrap().to_owned())
     }
 
+    /// Publishes 8 new articles, announced as one batch, and polls; the emulator answers
+    /// each post 500 ms after making it, so the batch takes over 4 s.
+    fn publish_slow_batch(&self) {
+        self.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(500)), 20);
+        self.server.set_body(&rss(&blog(1..=11)));
+        self.poll();
+    }
+
     fn conversation_with(&self, handle: &str) -> Value {
         self.list(&["--all"])
             .into_iter()
@@ -444,10 +452,7 @@ fn an_answer_goes_out_between_the_announcements_of_a_batch() {
     assert!(wait_until(Duration::from_secs(10), || w.list(&[]).len() == 1), "{}", w.sb.log());
     let conversation = w.list(&[])[0]["id"].as_str().unwrap().to_owned();
 
-    // Each post is answered 400 ms after it is made: the batch of 8 takes over 3 s.
-    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(400)), 20);
-    w.server.set_body(&rss(&blog(1..=11)));
-    w.poll();
+    w.publish_slow_batch();
     assert!(wait_until(Duration::from_secs(10), || !w.statuses().is_empty()), "batch started");
     let out = w.sb.ctl(&["answer", &conversation, "Thanks for asking!"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
@@ -477,16 +482,8 @@ fn a_batch_cut_by_a_crash_is_settled_post_by_post() {
     let mut daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(500)), 20);
-    w.server.set_body(&rss(&blog(1..=11)));
-    w.poll();
-    let in_flight = || {
-        let state = presenced::store::peek(&w.sb.state_dir()).unwrap().unwrap();
-        let flying = |a: &presenced::state::Article| {
-            a.announcements.values().any(|x| matches!(x.status, AnnStatus::InFlight { .. }))
-        };
-        state.articles.values().filter(|a| flying(a)).count()
-    };
+    w.publish_slow_batch();
+    let in_flight = || w.sb.articles_on_disk(|s| matches!(s, AnnStatus::InFlight { .. }));
     assert!(
         wait_until(Duration::from_secs(10), || !w.statuses().is_empty() && in_flight() == 8),
         "the batch of 8 is begun and its first post made: {}",
@@ -534,18 +531,12 @@ fn a_clean_stop_mid_batch_leaves_only_the_post_being_sent_in_doubt() {
     let mut daemon = w.sb.start();
     w.account_ready();
     w.baseline();
-    w.masto.inject("POST", "/api/v1/statuses", Fault::Slow(Duration::from_millis(500)), 20);
-    w.server.set_body(&rss(&blog(1..=11)));
-    w.poll();
+    w.publish_slow_batch();
     assert!(wait_until(Duration::from_secs(10), || !w.statuses().is_empty()), "batch started");
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(10)).unwrap().success());
-    let state = presenced::store::peek(&w.sb.state_dir()).unwrap().unwrap();
-    let count = |f: fn(&AnnStatus) -> bool| {
-        state.articles.values().filter(|a| a.announcements.values().any(|x| f(&x.status))).count()
-    };
-    let in_flight = count(|s| matches!(s, AnnStatus::InFlight { .. }));
-    let pending = count(|s| *s == AnnStatus::Pending);
+    let in_flight = w.sb.articles_on_disk(|s| matches!(s, AnnStatus::InFlight { .. }));
+    let pending = w.sb.articles_on_disk(|s| *s == AnnStatus::Pending);
     assert!(in_flight <= 1 && pending >= 6, "{in_flight} in flight, {pending} pending");
 
     w.masto.clear_faults();
